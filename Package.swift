@@ -1,0 +1,44 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "lazypull",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lazypull", targets: ["lazypull"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries: umbrella headers only.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // C for every macro or variadic entry point Swift cannot call.
+        .target(name: "CLazyPullShims", dependencies: ["CCurl", "CZlib"]),
+
+        .target(name: "LazyPullOCI", dependencies: ["CCrypto"]),
+        .target(name: "LazyPullRegistry", dependencies: ["LazyPullOCI", "CCurl", "CLazyPullShims"]),
+        .target(name: "LazyPullContent", dependencies: ["LazyPullOCI", "CSQLite"]),
+        .target(name: "LazyPullLayers", dependencies: ["LazyPullOCI", "CZlib", "CZstd", "CLazyPullShims"]),
+        .target(name: "LazyPullSnapshots", dependencies: ["LazyPullOCI", "LazyPullContent", "CLazyPullShims"]),
+        .target(name: "LazyPullImages", dependencies: [
+            "CLazyPullShims", "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
+        ]),
+        .target(name: "LazyPullCommands", dependencies: [
+            "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
+            "LazyPullImages",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "lazypull", dependencies: ["LazyPullCommands"]),
+
+        .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
+        .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI"]),
+        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI"],
+                    resources: []),
+    ],
+    swiftLanguageModes: [.v6]
+)

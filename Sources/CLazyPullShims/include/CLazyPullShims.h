@@ -1,0 +1,45 @@
+#ifndef CLAZYPULL_SHIMS_H
+#define CLAZYPULL_SHIMS_H
+
+// Typed, non-variadic C entry points for the macro and variadic parts of
+// libcurl and zlib, which Swift cannot call directly.
+
+#include <curl/curl.h>
+#include <zlib.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <sys/mount.h>
+#include <stdint.h>
+#include <stddef.h>
+
+typedef size_t (*lp_curl_data_cb)(char *ptr, size_t size, size_t nmemb, void *userdata);
+typedef int (*lp_curl_xferinfo_cb)(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
+                                   curl_off_t ultotal, curl_off_t ulnow);
+
+CURLcode lp_curl_setopt_long(CURL *handle, CURLoption option, long value);
+CURLcode lp_curl_setopt_off(CURL *handle, CURLoption option, curl_off_t value);
+CURLcode lp_curl_setopt_string(CURL *handle, CURLoption option, const char *value);
+CURLcode lp_curl_setopt_pointer(CURL *handle, CURLoption option, void *value);
+CURLcode lp_curl_setopt_data_cb(CURL *handle, CURLoption option, lp_curl_data_cb cb);
+CURLcode lp_curl_setopt_xferinfo_cb(CURL *handle, lp_curl_xferinfo_cb cb);
+
+CURLcode lp_curl_getinfo_long(CURL *handle, CURLINFO info, long *value);
+CURLcode lp_curl_getinfo_off(CURL *handle, CURLINFO info, curl_off_t *value);
+CURLcode lp_curl_getinfo_string(CURL *handle, CURLINFO info, const char **value);
+
+/// A curl share handle whose connection cache, DNS cache and TLS sessions are
+/// shared between threads, guarded by one mutex per data kind.
+CURLSH *lp_curl_share_new(void);
+void lp_curl_share_free(CURLSH *share);
+
+/// `inflateInit2` is a macro; `window_bits` 15+32 auto-detects gzip and zlib.
+int lp_inflate_init2(z_stream *stream, int window_bits);
+
+dev_t lp_makedev(unsigned int major, unsigned int minor);
+unsigned int lp_major(dev_t dev);
+unsigned int lp_minor(dev_t dev);
+
+/// `syncfs(2)` needs _GNU_SOURCE, which Swift's Glibc module does not define.
+int lp_syncfs(int fd);
+
+#endif

@@ -1,0 +1,61 @@
+#define _GNU_SOURCE
+#include "CLazyPullShims.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+CURLcode lp_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
+CURLcode lp_curl_setopt_off(CURL *h, CURLoption o, curl_off_t v) { return curl_easy_setopt(h, o, v); }
+CURLcode lp_curl_setopt_string(CURL *h, CURLoption o, const char *v) { return curl_easy_setopt(h, o, v); }
+CURLcode lp_curl_setopt_pointer(CURL *h, CURLoption o, void *v) { return curl_easy_setopt(h, o, v); }
+CURLcode lp_curl_setopt_data_cb(CURL *h, CURLoption o, lp_curl_data_cb cb) { return curl_easy_setopt(h, o, cb); }
+CURLcode lp_curl_setopt_xferinfo_cb(CURL *h, lp_curl_xferinfo_cb cb) {
+    return curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cb);
+}
+
+CURLcode lp_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+CURLcode lp_curl_getinfo_off(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
+CURLcode lp_curl_getinfo_string(CURL *h, CURLINFO i, const char **v) { return curl_easy_getinfo(h, i, v); }
+
+// One mutex per curl_lock_data value (the enum is small and dense).
+#define LP_LOCK_KINDS 16
+struct lp_share_locks { pthread_mutex_t m[LP_LOCK_KINDS]; };
+
+static void lp_share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u) {
+    (void)h; (void)a;
+    struct lp_share_locks *l = u;
+    pthread_mutex_lock(&l->m[d % LP_LOCK_KINDS]);
+}
+static void lp_share_unlock(CURL *h, curl_lock_data d, void *u) {
+    (void)h;
+    struct lp_share_locks *l = u;
+    pthread_mutex_unlock(&l->m[d % LP_LOCK_KINDS]);
+}
+
+// The lock table is kept alive for the process lifetime of the share handle.
+
+CURLSH *lp_curl_share_new(void) {
+    CURLSH *s = curl_share_init();
+    if (!s) return NULL;
+    struct lp_share_locks *l = calloc(1, sizeof *l);
+    if (!l) { curl_share_cleanup(s); return NULL; }
+    for (int i = 0; i < LP_LOCK_KINDS; i++) pthread_mutex_init(&l->m[i], NULL);
+    curl_share_setopt(s, CURLSHOPT_LOCKFUNC, lp_share_lock);
+    curl_share_setopt(s, CURLSHOPT_UNLOCKFUNC, lp_share_unlock);
+    curl_share_setopt(s, CURLSHOPT_USERDATA, l);
+    curl_share_setopt(s, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(s, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(s, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    return s;
+}
+
+void lp_curl_share_free(CURLSH *s) { if (s) curl_share_cleanup(s); }
+
+int lp_inflate_init2(z_stream *s, int window_bits) { return inflateInit2(s, window_bits); }
+
+dev_t lp_makedev(unsigned int ma, unsigned int mi) { return makedev(ma, mi); }
+unsigned int lp_major(dev_t d) { return major(d); }
+unsigned int lp_minor(dev_t d) { return minor(d); }
+
+int lp_syncfs(int fd) { return syncfs(fd); }

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import LazyPullOCI
+
+/// `lazypull`: pull container images lazily or eagerly and mount their root filesystems.
+public struct LazyPullCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "lazypull",
+        abstract: "Pull container images and mount their root filesystems.",
+        subcommands: [PullCommand.self, MountCommand.self, UmountCommand.self, ImagesCommand.self,
+                      RmiCommand.self, PruneCommand.self])
+
+    public init() {}
+
+    /// Runs the command line; errors are printed as one line and exit non-zero.
+    public static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as LazyPullError {
+            FileHandle.standardError.write(Data("lazypull: error: \(error.message)\n".utf8))
+            Foundation.exit(error.code == .invalidArgument || error.code == .invalidReference ? 2 : 1)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Options every command shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Directory holding lazypull's state.")
+    var root: String = ProcessInfo.processInfo.environment["LAZYPULL_ROOT"] ?? "/var/lib/lazypull"
+}
+
+/// How to reach the registry.
+struct RegistryFlags: ParsableArguments {
+    @Option(help: "Platform to pull from a multi-platform image, os/arch[/variant] (default: this host).")
+    var platform: String?
+
+    @Flag(name: .customLong("plain-http"), help: "Use plain HTTP for the registry (default for localhost and 127.0.0.0/8).")
+    var plainHTTP = false
+
+    @Flag(help: "Skip TLS certificate verification.")
+    var insecure = false
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import LazyPullContent
+import LazyPullImages
+import LazyPullOCI
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount", abstract: "Pull an image and mount its root filesystem at DIR.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var registry: RegistryFlags
+
+    @Flag(help: "Pull and unpack every layer before mounting.")
+    var eager = false
+
+    @Flag(name: .customLong("read-only"), help: "Mount read-only (no writable upper layer).")
+    var readOnly = false
+
+    @Flag(name: .shortAndLong, help: "No progress output.")
+    var quiet = false
+
+    @Argument(help: "Image reference.")
+    var reference: String
+
+    @Argument(help: "Directory to mount the root filesystem at (created if missing).")
+    var directory: String
+
+    func run() throws {
+        guard eager else {
+            throw LazyPullError(.invalidArgument, "lazy mounts are not available yet: use `lazypull mount --eager`")
+        }
+        let ref = try Reference(parsing: reference)
+        let target = try MountTable.canonicalTarget(directory, create: true)
+        let state = try StateRoot(path: global.root)
+        if try state.metadata.mount(at: target) != nil {
+            throw LazyPullError(.alreadyExists, "\(target) is already a lazypull mount; run `lazypull umount \(target)` first")
+        }
+        let record = try ImagePuller(state: state).pull(ref, options: try pullOptions(registry, quiet: quiet))
+        try MountTable(state: state).mount(record, at: target, readOnly: readOnly)
+        if !quiet { print("mounted \(record.name) at \(target)") }
+    }
+}
+
+struct UmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umount", abstract: "Unmount a directory mounted by `lazypull mount` and drop its writable layer.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The mounted directory.")
+    var directory: String
+
+    func run() throws {
+        let target = try MountTable.canonicalTarget(directory, create: false)
+        try MountTable(state: try StateRoot(path: global.root)).unmount(target)
+    }
+}

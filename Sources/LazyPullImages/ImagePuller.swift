@@ -1,0 +1,219 @@
+import Foundation
+import LazyPullContent
+import LazyPullLayers
+import LazyPullOCI
+import LazyPullRegistry
+import LazyPullSnapshots
+import Synchronization
+
+/// Options of one pull.
+public struct PullOptions: Sendable {
+    public var platform = Platform.host
+    public var registry = RegistryOptions()
+    /// Layers downloaded and unpacked at the same time.
+    public var parallelLayers = 4
+    public var showProgress = false
+
+    public init() {}
+}
+
+/// The eager pipeline: resolve, fetch manifest and config into the content store, then
+/// for every layer in parallel download → verify → decompress → unpack into its own
+/// snapshot (overlay lower format), checking each uncompressed stream against the
+/// config's `rootfs.diff_ids`. Snapshots are committed bottom-up under their chain IDs.
+public final class ImagePuller: Sendable {
+    let state: StateRoot
+
+    public init(state: StateRoot) { self.state = state }
+
+    public func pull(_ reference: Reference, options: PullOptions) throws -> ImageRecord {
+        let gcLock = try state.gcLock(.shared)
+        defer { withExtendedLifetime(gcLock) {} }
+        let registry = RegistryClient(reference: reference, options: options.registry)
+        let resolved = try registry.resolve(platform: options.platform)
+        let manifest = resolved.manifestValue
+
+        if let index = resolved.index { try state.content.write(index.bytes, as: index.descriptor.digest) }
+        try state.content.write(resolved.manifest.bytes, as: resolved.manifest.descriptor.digest)
+        let configBytes = state.content.contains(manifest.config.digest)
+            ? try state.content.read(manifest.config.digest)
+            : try registry.fetchBlob(manifest.config)
+        try state.content.write(configBytes, as: manifest.config.digest)
+        let config = try ImageConfig.decode(configBytes, what: "\(manifest.config.digest) of \(reference)")
+
+        guard config.rootfs.diffIDs.count == manifest.layers.count else {
+            throw LazyPullError(.invalidManifest,
+                                "\(reference): manifest lists \(manifest.layers.count) layers but the config has \(config.rootfs.diffIDs.count) diff_ids")
+        }
+        let chainIDs = ChainID.chain(config.rootfs.diffIDs)
+        let layers = try manifest.layers.enumerated().map { i, descriptor in
+            LayerJob(index: i, descriptor: descriptor, compression: try LayerCompression(mediaType: descriptor.mediaType),
+                     diffID: config.rootfs.diffIDs[i], chainID: chainIDs[i])
+        }
+
+        let progress = PullProgress(enabled: options.showProgress)
+        let slots = layers.map { progress.addLayer(name: String($0.descriptor.digest.encoded.prefix(12)), total: $0.descriptor.size) }
+        progress.run()
+        defer { progress.stop() }
+
+        // Download and unpack in parallel, bounded.
+        let results = Mutex<[Int: Result<String?, Error>]>([:])
+        let group = DispatchGroup()
+        let limiter = DispatchSemaphore(value: max(1, options.parallelLayers))
+        for layer in layers {
+            group.enter()
+            limiter.wait()
+            let thread = Thread { [self] in
+                defer { limiter.signal(); group.leave() }
+                let outcome = Result { try self.unpackLayer(layer, registry: registry, progress: progress, slot: slots[layer.index]) }
+                results.withLock { $0[layer.index] = outcome }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+        let outcomes = results.withLock { $0 }
+
+        // Commit bottom-up; on any failure throw every extraction away.
+        var firstError: Error?
+        for layer in layers {
+            if case .failure(let e) = outcomes[layer.index]!, firstError == nil { firstError = e }
+        }
+        if let firstError {
+            for case .success(let key?) in outcomes.values { try? state.snapshots.remove(key) }
+            throw firstError
+        }
+        for layer in layers {
+            guard case .success(let extractKey) = outcomes[layer.index]!, let key = extractKey else { continue }
+            let lock = try state.snapshots.lock(layer.chainID.description)
+            defer { withExtendedLifetime(lock) {} }
+            if try state.metadata.snapshot(layer.chainID.description) != nil {
+                try? state.snapshots.remove(key)   // another process committed it first
+                continue
+            }
+            try state.snapshots.commit(key: key, as: layer.chainID.description,
+                                       parent: layer.index == 0 ? nil : chainIDs[layer.index - 1].description)
+        }
+        state.sync()
+
+        let record = ImageRecord(
+            name: reference.description, target: resolved.target, manifest: resolved.manifest.descriptor.digest,
+            config: manifest.config.digest, chainIDs: chainIDs,
+            content: [resolved.index?.descriptor.digest, resolved.manifest.descriptor.digest, manifest.config.digest].compactMap { $0 }
+                + manifest.layers.map(\.digest),
+            size: manifest.layers.reduce(0) { $0 + $1.size },
+            platform: [config.os ?? options.platform.os, config.architecture ?? options.platform.architecture, config.variant]
+                .compactMap { $0 }.joined(separator: "/"))
+        try state.metadata.putImage(record)
+        return record
+    }
+
+    struct LayerJob: Sendable {
+        var index: Int
+        var descriptor: Descriptor
+        var compression: LayerCompression
+        var diffID: Digest
+        var chainID: Digest
+    }
+
+    /// Downloads (or reads from the content store) and unpacks one layer into a new active
+    /// snapshot. Returns its key, or nil when the layer's snapshot already exists.
+    func unpackLayer(_ layer: LayerJob, registry: RegistryClient, progress: PullProgress, slot: Int) throws -> String? {
+        if try state.metadata.snapshot(layer.chainID.description) != nil {
+            progress.set(slot, state: "exists", done: layer.descriptor.size)
+            return nil
+        }
+        let key = "extract-\(layer.chainID.encoded.prefix(16))-\(UUID().uuidString)"
+        let snapshot = try state.snapshots.prepare(key: key, parent: nil)
+        do {
+            try download(layer, into: state.snapshots.fsPath(of: snapshot), registry: registry, progress: progress, slot: slot)
+            progress.set(slot, state: "done", done: layer.descriptor.size)
+            return key
+        } catch {
+            progress.set(slot, state: "failed")
+            try? state.snapshots.remove(key)
+            throw error
+        }
+    }
+
+    /// The download thread feeds a pipe; an unpack thread decompresses, hashes and unpacks.
+    private func download(_ layer: LayerJob, into directory: String, registry: RegistryClient,
+                          progress: PullProgress, slot: Int) throws {
+        let digest = layer.descriptor.digest
+        let pipe = BytePipe()
+        let unpackResult = Mutex<Result<Void, Error>?>(nil)
+        let unpackDone = DispatchSemaphore(value: 0)
+        let unpacker = Thread {
+            let outcome = Result {
+                let raw = try Decompression.source(pipe, compression: layer.compression)
+                let hashed = HashingSource(raw)
+                let unpacker = try LayerUnpacker(directory: directory)
+                try unpacker.unpack(TarReader(hashed))
+                try hashed.drain()
+                try layer.diffID.verify(hashed.digest(), what: "uncompressed layer \(digest) (config diff_id)")
+            }
+            if case .failure(let e) = outcome { pipe.fail(e) }
+            unpackResult.withLock { $0 = outcome }
+            unpackDone.signal()
+        }
+        unpacker.stackSize = 1 << 20
+        unpacker.start()
+
+        let fetch = Result {
+            if state.content.contains(digest) {
+                try replayStoredBlob(digest, into: pipe, progress: progress, slot: slot)
+                return
+            }
+            let ingest = try state.content.ingest(digest, size: layer.descriptor.size)
+            if ingest.alreadyCommitted {
+                // Another process finished this blob while we waited for its ingest lock.
+                try replayStoredBlob(digest, into: pipe, progress: progress, slot: slot)
+                return
+            }
+            progress.set(slot, state: ingest.offset > 0 ? "resuming" : "downloading", done: ingest.offset)
+            try ingest.replay { try pipe.write($0) }
+            if ingest.offset < layer.descriptor.size {
+                try registry.streamBlob(digest, from: ingest.offset) { chunk in
+                    try ingest.append(chunk)
+                    try pipe.write(chunk)
+                    progress.advance(slot, by: chunk.count)
+                }
+            }
+            try ingest.commit()
+            progress.set(slot, state: "unpacking")
+        }
+        switch fetch {
+        case .success: pipe.finish()
+        case .failure(let e): pipe.fail(e)
+        }
+        unpackDone.wait()
+        let unpacked = unpackResult.withLock { $0 }!
+        // The download's own error explains more than the pipe failure it caused downstream.
+        try fetch.get()
+        try unpacked.get()
+        try? state.metadata.putContent(digest, size: layer.descriptor.size)
+    }
+
+    /// Feeds a committed blob to the unpacker, checking it again on the way.
+    private func replayStoredBlob(_ digest: Digest, into pipe: BytePipe, progress: PullProgress, slot: Int) throws {
+        progress.set(slot, state: "unpacking", done: 0)
+        let path = state.content.path(of: digest)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LazyPullError.io("cannot open", path: path, errno: errno) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        let hasher = SHA256Hasher()
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            guard n >= 0 else { throw LazyPullError.io("cannot read", path: path, errno: errno) }
+            if n == 0 { break }
+            try buffer.withUnsafeBytes { raw in
+                let chunk = UnsafeRawBufferPointer(rebasing: raw[..<n])
+                hasher.update(chunk)
+                try pipe.write(chunk)
+            }
+            progress.advance(slot, by: n)
+        }
+        try digest.verify(hasher.finalize(), what: "stored layer blob")
+    }
+}

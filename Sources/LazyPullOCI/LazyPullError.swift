@@ -1,0 +1,45 @@
+/// The one error type of lazypull. Callers branch on ``code``, never on the message;
+/// the message is a single line meant for the user and names what failed.
+public struct LazyPullError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable, CaseIterable {
+        case invalidReference
+        case invalidArgument
+        case invalidManifest
+        case unsupportedMediaType
+        case schema1Unsupported
+        case platformNotFound
+        case digestMismatch
+        case notFound
+        case unauthorized
+        case registry
+        case transport
+        case invalidLayer
+        case hostileLayer
+        case io
+        case alreadyExists
+        case busy
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+extension LazyPullError {
+    /// An I/O failure of a system call, with the path it was about and `errno`'s text.
+    public static func io(_ what: String, path: String, errno code: Int32) -> LazyPullError {
+        LazyPullError(.io, "\(what) \(path): \(String(cString: strerror(code)))")
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

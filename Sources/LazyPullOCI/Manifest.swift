@@ -1,0 +1,122 @@
+import Foundation
+
+/// An image manifest (OCI image spec manifest.md; Docker image manifest v2 schema 2).
+public struct Manifest: Sendable, Codable, Equatable {
+    public var schemaVersion: Int
+    public var mediaType: String?
+    public var config: Descriptor
+    public var layers: [Descriptor]
+    public var annotations: [String: String]?
+
+    public init(config: Descriptor, layers: [Descriptor], mediaType: String = MediaType.ociManifest,
+                annotations: [String: String]? = nil) {
+        self.schemaVersion = 2
+        self.mediaType = mediaType
+        self.config = config
+        self.layers = layers
+        self.annotations = annotations
+    }
+}
+
+/// An image index or Docker manifest list (OCI image spec image-index.md).
+public struct Index: Sendable, Codable, Equatable {
+    public var schemaVersion: Int
+    public var mediaType: String?
+    public var manifests: [Descriptor]
+    public var annotations: [String: String]?
+}
+
+/// The parts of an image configuration lazypull needs (OCI image spec config.md).
+public struct ImageConfig: Sendable, Codable, Equatable {
+    public struct RootFS: Sendable, Codable, Equatable {
+        public var type: String
+        public var diffIDs: [Digest]
+        enum CodingKeys: String, CodingKey {
+            case type
+            case diffIDs = "diff_ids"
+        }
+    }
+
+    public var architecture: String?
+    public var os: String?
+    public var variant: String?
+    public var rootfs: RootFS
+}
+
+/// A manifest-like document as it came from a registry: its bytes decide its digest.
+public enum ManifestDocument: Sendable {
+    case index(Index)
+    case manifest(Manifest)
+
+    /// Decodes `data` given the media type the registry reported (or the document's own
+    /// `mediaType` when the header is generic). Schema 1 is refused.
+    public static func decode(_ data: [UInt8], contentType: String?, what: String) throws -> ManifestDocument {
+        struct Probe: Decodable {
+            var schemaVersion: Int?
+            var mediaType: String?
+            var manifests: [Descriptor]?
+            var config: Descriptor?
+        }
+        let probe: Probe
+        do {
+            probe = try JSONDecoder().decode(Probe.self, from: Data(data))
+        } catch {
+            throw LazyPullError(.invalidManifest, "invalid manifest for \(what): \(Self.reason(error))")
+        }
+        if probe.schemaVersion == 1 || contentType.map(MediaType.isSchema1) == true && probe.schemaVersion != 2 {
+            throw LazyPullError(.schema1Unsupported,
+                                "\(what) is a Docker schema 1 manifest, which is deprecated and not supported; push it again with a current client")
+        }
+        let header = contentType?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) }
+        let type = probe.mediaType ?? header.flatMap { MediaType.isIndex($0) || MediaType.isManifest($0) ? $0 : nil }
+            ?? (probe.manifests != nil ? MediaType.ociIndex : MediaType.ociManifest)
+        do {
+            if MediaType.isIndex(type) {
+                return .index(try JSONDecoder().decode(Index.self, from: Data(data)))
+            } else if MediaType.isManifest(type) {
+                return .manifest(try JSONDecoder().decode(Manifest.self, from: Data(data)))
+            }
+        } catch {
+            throw LazyPullError(.invalidManifest, "invalid manifest for \(what): \(Self.reason(error))")
+        }
+        throw LazyPullError(.unsupportedMediaType, "unsupported manifest media type \"\(type)\" for \(what)")
+    }
+
+    static func reason(_ error: Error) -> String {
+        if let e = error as? LazyPullError { return e.message }
+        switch error as? DecodingError {
+        case .keyNotFound(let key, _)?: return "missing field \"\(key.stringValue)\""
+        case .typeMismatch(_, let c)?, .valueNotFound(_, let c)?:
+            return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case .dataCorrupted(let c)?:
+            if let underlying = c.underlyingError as? LazyPullError { return underlying.message }
+            return c.codingPath.isEmpty ? "not valid JSON" : "bad value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        default: return "\(error)"
+        }
+    }
+}
+
+extension ImageConfig {
+    public static func decode(_ data: [UInt8], what: String) throws -> ImageConfig {
+        do {
+            return try JSONDecoder().decode(ImageConfig.self, from: Data(data))
+        } catch {
+            throw LazyPullError(.invalidManifest, "invalid image config \(what): \(ManifestDocument.reason(error))")
+        }
+    }
+}
+
+/// Chain IDs (OCI image spec config.md "Layer ChainID"): the identity of a stack of layers.
+public enum ChainID {
+    public static func chain(_ diffIDs: [Digest]) -> [Digest] {
+        var result: [Digest] = []
+        for diffID in diffIDs {
+            if let previous = result.last {
+                result.append(Digest.sha256(of: Array("\(previous) \(diffID)".utf8)))
+            } else {
+                result.append(diffID)
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,258 @@
+import CCurl
+import CLazyPullShims
+import Foundation
+import LazyPullOCI
+import Synchronization
+
+/// One HTTP request. Redirects are never followed by libcurl: the registry client follows
+/// them itself so that `Authorization` never reaches another host.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]?
+
+    public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+    }
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0.caseInsensitiveCompare(name) == .orderedSame }?.1
+    }
+}
+
+/// Status and headers of a response; the body went to the caller's sink, or into
+/// ``errorBody`` (first 64 KiB) when the status is not 2xx.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    /// Header names lowercased; repeated headers keep every value in order.
+    public var headers: [(String, String)]
+    public var errorBody: [UInt8]
+    public var url: String
+
+    public func header(_ name: String) -> String? {
+        let lower = name.lowercased()
+        return headers.first { $0.0 == lower }?.1
+    }
+
+    public func headerValues(_ name: String) -> [String] {
+        let lower = name.lowercased()
+        return headers.filter { $0.0 == lower }.map(\.1)
+    }
+
+    public var isSuccess: Bool { (200..<300).contains(status) }
+}
+
+/// Settings that apply to every connection.
+public struct HTTPOptions: Sendable {
+    /// Skip TLS certificate verification (`--insecure`).
+    public var insecureSkipVerify = false
+    public var connectTimeout: Duration = .seconds(15)
+    /// Abort a transfer that moves less than 1 byte/s for this long.
+    public var stallTimeout: Duration = .seconds(30)
+    public var userAgent = "lazypull/0.1"
+
+    public init() {}
+}
+
+/// An HTTP/1.1 and HTTP/2 client over libcurl. Easy handles are pooled and share one
+/// connection cache, DNS cache and TLS session cache, so requests to a registry reuse
+/// connections across threads. Every call blocks its thread.
+public final class HTTPClient: Sendable {
+    private let share: SendablePointer
+    private let idle = Mutex<[SendablePointer]>([])
+    public let options: HTTPOptions
+
+    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+    public init(options: HTTPOptions = HTTPOptions()) {
+        _ = Self.globalInit
+        self.options = options
+        self.share = SendablePointer(lp_curl_share_new()!)
+    }
+
+    deinit {
+        for handle in idle.withLock({ $0 }) { curl_easy_cleanup(handle.raw) }
+        lp_curl_share_free(share.raw)
+    }
+
+    /// Performs `request`. A 2xx body streams into `sink` in arrival order; a throw from
+    /// `sink` aborts the transfer and is rethrown.
+    /// `onHead` sees the status and headers of the final response before its first body byte.
+    public func perform(_ request: HTTPRequest,
+                        onHead: (Int, [(String, String)]) throws -> Void = { _, _ in },
+                        sink: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponse {
+        let handle = checkout()
+        defer { checkin(handle) }
+        return try withoutActuallyEscaping(sink) { sink in
+            try withoutActuallyEscaping(onHead) { onHead in
+                let transfer = Transfer(sink: sink, onHead: onHead)
+                return try run(request, on: handle.raw, transfer: transfer)
+            }
+        }
+    }
+
+    /// Performs `request` and collects a 2xx body in memory (manifests, configs, tokens).
+    public func fetch(_ request: HTTPRequest, limit: Int = 64 << 20) throws -> (HTTPResponse, [UInt8]) {
+        var body: [UInt8] = []
+        let response = try perform(request) { chunk in
+            guard body.count + chunk.count <= limit else {
+                throw LazyPullError(.registry, "\(request.method) \(request.url): response larger than \(limit) bytes")
+            }
+            body.append(contentsOf: chunk)
+        }
+        return (response, body)
+    }
+
+    private func checkout() -> SendablePointer {
+        if let h = idle.withLock({ $0.popLast() }) { return h }
+        return SendablePointer(curl_easy_init()!)
+    }
+
+    private func checkin(_ handle: SendablePointer) {
+        curl_easy_reset(handle.raw)
+        idle.withLock { $0.append(handle) }
+    }
+
+    private func run(_ request: HTTPRequest, on h: UnsafeMutableRawPointer, transfer: Transfer) throws -> HTTPResponse {
+        lp_curl_setopt_pointer(h, CURLOPT_SHARE, share.raw)
+        lp_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
+        lp_curl_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0)
+        lp_curl_setopt_long(h, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
+        lp_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024)
+        lp_curl_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1)
+        lp_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(options.connectTimeout.components.seconds * 1000))
+        lp_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1)
+        lp_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, Int(options.stallTimeout.components.seconds))
+        if options.insecureSkipVerify {
+            lp_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 0)
+            lp_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 0)
+        }
+        let strings = CStrings()
+        lp_curl_setopt_string(h, CURLOPT_URL, strings.keep(request.url))
+        lp_curl_setopt_string(h, CURLOPT_USERAGENT, strings.keep(options.userAgent))
+
+        switch request.method {
+        case "GET": break
+        case "HEAD": lp_curl_setopt_long(h, CURLOPT_NOBODY, 1)
+        default: lp_curl_setopt_string(h, CURLOPT_CUSTOMREQUEST, strings.keep(request.method))
+        }
+        var bodyCopy: UnsafeMutablePointer<UInt8>?
+        defer { bodyCopy?.deallocate() }
+        if let body = request.body {
+            let p = UnsafeMutablePointer<UInt8>.allocate(capacity: max(body.count, 1))
+            p.initialize(from: body, count: body.count)
+            bodyCopy = p
+            lp_curl_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            lp_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, p)
+        }
+
+        var list: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(list) }
+        for (name, value) in request.headers {
+            list = curl_slist_append(list, "\(name): \(value)")
+        }
+        if request.body != nil && request.header("Content-Type") == nil {
+            list = curl_slist_append(list, "Content-Type: application/octet-stream")
+        }
+        // Never let a proxy or libcurl add "Expect: 100-continue" to uploads.
+        list = curl_slist_append(list, "Expect:")
+        lp_curl_setopt_pointer(h, CURLOPT_HTTPHEADER, list)
+
+        let context = Unmanaged.passUnretained(transfer).toOpaque()
+        lp_curl_setopt_data_cb(h, CURLOPT_HEADERFUNCTION) { ptr, size, count, user in
+            let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+            return t.header(UnsafeRawBufferPointer(start: ptr, count: size * count)) ? size * count : 0
+        }
+        lp_curl_setopt_pointer(h, CURLOPT_HEADERDATA, context)
+        lp_curl_setopt_data_cb(h, CURLOPT_WRITEFUNCTION) { ptr, size, count, user in
+            let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+            return t.body(UnsafeRawBufferPointer(start: ptr, count: size * count)) ? size * count : 0
+        }
+        lp_curl_setopt_pointer(h, CURLOPT_WRITEDATA, context)
+
+        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        let code = errorBuffer.withUnsafeMutableBufferPointer { buf -> CURLcode in
+            lp_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, buf.baseAddress)
+            return curl_easy_perform(h)
+        }
+        lp_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, nil)
+        if let thrown = transfer.thrown { throw thrown }
+        guard code == CURLE_OK else {
+            let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            throw LazyPullError(.transport, "\(request.method) \(request.url): \(text)")
+        }
+        var status = 0
+        lp_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        return HTTPResponse(status: status, headers: transfer.headers, errorBody: transfer.errorBody, url: request.url)
+    }
+}
+
+/// Per-transfer state reached from libcurl's callbacks.
+private final class Transfer {
+    let sink: (UnsafeRawBufferPointer) throws -> Void
+    let onHead: (Int, [(String, String)]) throws -> Void
+    var status = 0
+    var headers: [(String, String)] = []
+    var errorBody: [UInt8] = []
+    var thrown: Error?
+
+    init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void,
+         onHead: @escaping (Int, [(String, String)]) throws -> Void) {
+        self.sink = sink
+        self.onHead = onHead
+    }
+
+    /// Returns false to abort the transfer.
+    func header(_ line: UnsafeRawBufferPointer) -> Bool {
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.isEmpty {
+            // End of a header block; 1xx blocks are followed by the real one.
+            guard status >= 200 else { return true }
+            do { try onHead(status, headers) } catch { thrown = error; return false }
+            return true
+        }
+        if text.hasPrefix("HTTP/") {
+            // A new status line (after 100 Continue, or an HTTP/2 response) starts a new header block.
+            headers = []
+            let parts = text.split(separator: " ")
+            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            return true
+        }
+        guard let colon = text.firstIndex(of: ":") else { return true }
+        let name = text[..<colon].lowercased()
+        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        headers.append((name, value))
+        return true
+    }
+
+    func body(_ chunk: UnsafeRawBufferPointer) -> Bool {
+        if (200..<300).contains(status) {
+            do { try sink(chunk) } catch { thrown = error; return false }
+        } else if errorBody.count < 64 * 1024 {
+            errorBody.append(contentsOf: chunk.prefix(64 * 1024 - errorBody.count))
+        }
+        return true
+    }
+}
+
+/// C strings that live as long as this object (libcurl copies most, but not all, strings).
+private final class CStrings {
+    private var storage: [UnsafeMutablePointer<CChar>] = []
+    func keep(_ s: String) -> UnsafeMutablePointer<CChar> {
+        let p = strdup(s)!
+        storage.append(p)
+        return p
+    }
+    deinit { storage.forEach { free($0) } }
+}
+
+/// A raw pointer owned by a type that guards every use with its own lock.
+struct SendablePointer: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+    init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
+}

@@ -1,0 +1,248 @@
+import Foundation
+import LazyPullOCI
+import Synchronization
+
+/// How to reach registries.
+public struct RegistryOptions: Sendable {
+    /// Force plain HTTP for every host (`--plain-http`); loopback hosts use it by default.
+    public var plainHTTP = false
+    public var http = HTTPOptions()
+    public var retry = RetryPolicy()
+    public var credentials: @Sendable (String) throws -> Credentials? = { domain in
+        try DockerCredentialStore().credentials(for: domain)
+    }
+
+    public init() {}
+}
+
+/// A client for one repository of an OCI distribution registry
+/// (OCI distribution spec: "Pulling manifests", "Pulling blobs").
+///
+/// Handles authentication challenges, redirects (never forwarding `Authorization` to another
+/// host), retries with backoff, and resumes interrupted blob downloads with `Range`.
+public final class RegistryClient: Sendable {
+    public let reference: Reference
+    let baseURL: String
+    let http: HTTPClient
+    let authorizer: Authorizer
+    let options: RegistryOptions
+    let pullScope: String
+
+    public init(reference: Reference, options: RegistryOptions = RegistryOptions(), http: HTTPClient? = nil) {
+        self.reference = reference
+        self.options = options
+        let client = http ?? HTTPClient(options: options.http)
+        self.http = client
+        let scheme = options.plainHTTP || reference.isLoopback ? "http" : "https"
+        self.baseURL = "\(scheme)://\(reference.apiHost)/v2/\(reference.repository)"
+        self.authorizer = Authorizer(domain: reference.domain, http: client, credentials: options.credentials)
+        self.pullScope = "repository:\(reference.repository):pull"
+    }
+
+    // MARK: Manifests
+
+    /// A manifest or index as served, checked against the digest it was asked by or that
+    /// the registry claims in `Docker-Content-Digest`.
+    public struct FetchedManifest: Sendable {
+        public var descriptor: Descriptor
+        public var bytes: [UInt8]
+        public var document: ManifestDocument
+    }
+
+    /// GET `/v2/<name>/manifests/<reference>` with the four-type Accept header.
+    public func fetchManifest(_ tagOrDigest: String, expected: Digest? = nil) throws -> FetchedManifest {
+        let what = tagOrDigest.contains(":") ? "\(reference.name)@\(tagOrDigest)" : "\(reference.name):\(tagOrDigest)"
+        let url = "\(baseURL)/manifests/\(tagOrDigest)"
+        let request = HTTPRequest(url: url, headers: [("Accept", MediaType.manifestAccept)])
+        var body: [UInt8] = []
+        let response = try send(request, what: "manifest \(what)") { chunk in
+            guard body.count + chunk.count <= 8 << 20 else {
+                throw LazyPullError(.invalidManifest, "manifest \(what) is larger than 8 MiB")
+            }
+            body.append(contentsOf: chunk)
+        } restart: { body.removeAll() }
+        let actual = Digest.sha256(of: body)
+        if let expected {
+            try expected.verify(actual, what: "manifest \(what)")
+        }
+        if let claimed = response.header("docker-content-digest"), let claimedDigest = try? Digest(parsing: claimed),
+           claimedDigest.algorithm == "sha256" {
+            try claimedDigest.verify(actual, what: "manifest \(what) (Docker-Content-Digest)")
+        }
+        let contentType = response.header("content-type")
+        let document = try ManifestDocument.decode(body, contentType: contentType, what: reference.description)
+        let mediaType: String
+        switch document {
+        case .index(let i): mediaType = i.mediaType ?? MediaType.ociIndex
+        case .manifest(let m): mediaType = m.mediaType ?? MediaType.ociManifest
+        }
+        return FetchedManifest(descriptor: Descriptor(mediaType: mediaType, digest: actual, size: Int64(body.count)),
+                               bytes: body, document: document)
+    }
+
+    /// An image resolved to one platform's manifest.
+    public struct ResolvedImage: Sendable {
+        /// The descriptor the reference names (an index or a manifest).
+        public var target: Descriptor
+        /// Index bytes when the reference named an index.
+        public var index: FetchedManifest?
+        public var manifest: FetchedManifest
+        public var manifestValue: Manifest
+    }
+
+    /// Resolves the reference by tag or digest and picks `platform` from an index.
+    public func resolve(platform: Platform) throws -> ResolvedImage {
+        let top = try fetchManifest(reference.manifestReference, expected: reference.digest)
+        switch top.document {
+        case .manifest(let m):
+            return ResolvedImage(target: top.descriptor, index: nil, manifest: top, manifestValue: m)
+        case .index(let index):
+            guard let chosen = PlatformMatcher(platform).best(index.manifests) else {
+                let available = index.manifests.compactMap { $0.platform?.description }.joined(separator: ", ")
+                throw LazyPullError(.platformNotFound,
+                                    "\(reference) has no image for platform \(platform) (available: \(available.isEmpty ? "none" : available))")
+            }
+            let inner = try fetchManifest(chosen.digest.description, expected: chosen.digest)
+            guard case .manifest(let m) = inner.document else {
+                throw LazyPullError(.invalidManifest, "\(reference): index entry \(chosen.digest) is not an image manifest")
+            }
+            return ResolvedImage(target: top.descriptor, index: top, manifest: inner, manifestValue: m)
+        }
+    }
+
+    // MARK: Blobs
+
+    /// A small blob (config), verified against its descriptor.
+    public func fetchBlob(_ descriptor: Descriptor, limit: Int = 64 << 20) throws -> [UInt8] {
+        guard descriptor.size <= limit else {
+            throw LazyPullError(.invalidManifest, "blob \(descriptor.digest) is too large (\(descriptor.size) bytes)")
+        }
+        var body: [UInt8] = []
+        try streamBlob(descriptor.digest, from: 0) { chunk in
+            guard body.count + chunk.count <= descriptor.size else {
+                throw LazyPullError(.digestMismatch, "blob \(descriptor.digest) from \(reference.domain) is longer than its descriptor says (\(descriptor.size) bytes)")
+            }
+            body.append(contentsOf: chunk)
+        }
+        try descriptor.digest.verify(Digest.sha256(of: body), what: "blob from \(reference.name)")
+        return body
+    }
+
+    /// Streams blob `digest` from byte `offset` into `sink`. A transfer that breaks off is
+    /// resumed with `Range` from where it stopped; a server that ignores `Range` (200) has
+    /// the bytes already delivered skipped. The caller verifies the digest.
+    public func streamBlob(_ digest: Digest, from offset: Int64,
+                           sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var delivered: Int64 = 0
+        var skip: Int64 = 0
+        let url = "\(baseURL)/blobs/\(digest)"
+        try send(HTTPRequest(url: url), what: "blob \(digest)", range: { offset + delivered }, sink: { chunk in
+            var bytes = chunk
+            if skip > 0 {
+                let drop = Int(min(Int64(bytes.count), skip))
+                bytes = UnsafeRawBufferPointer(rebasing: bytes[drop...])
+                skip -= Int64(drop)
+                if bytes.isEmpty { return }
+            }
+            try sink(bytes)
+            delivered += Int64(bytes.count)
+        }, restart: {}, onHead: { status in
+            // 200 to a ranged request: the body starts at byte 0.
+            skip = status == 200 ? offset + delivered : 0
+        })
+    }
+
+    // MARK: Transport
+
+    /// Sends `request` with authentication, redirects and retries. `range`, when given,
+    /// supplies the first byte wanted at each attempt. `restart` is called before an
+    /// attempt that starts over from the beginning.
+    @discardableResult
+    func send(_ request: HTTPRequest, what: String,
+              range: (() -> Int64)? = nil,
+              sink: (UnsafeRawBufferPointer) throws -> Void,
+              restart: () -> Void,
+              onHead: (Int) -> Void = { _ in }) throws -> HTTPResponse {
+        let start = ContinuousClock.now
+        var attempt = 0
+        var reauthorized = false
+        while true {
+            attempt += 1
+            var lastFailure: LazyPullError
+            var retryAfter: String?
+            do {
+                restart()
+                var attemptRequest = request
+                if let range {
+                    let first = range()
+                    if first > 0 { attemptRequest.headers.append(("Range", "bytes=\(first)-")) }
+                    attemptRequest.headers.append(("Accept-Encoding", "identity"))
+                }
+                let response = try sendFollowingRedirects(attemptRequest, sink: sink, onHead: onHead)
+                if response.isSuccess { return response }
+                if response.status == 401 && !reauthorized {
+                    reauthorized = true
+                    attempt -= 1
+                    try authorizer.challenged(by: response, scope: pullScope)
+                    continue
+                }
+                let failure = describe(response, what: what)
+                guard RetryPolicy.isRetryable(status: response.status) else { throw failure }
+                lastFailure = failure
+                retryAfter = response.header("retry-after")
+            } catch let error as LazyPullError where error.code == .transport {
+                lastFailure = error
+            }
+            let elapsed = ContinuousClock.now - start
+            guard let wait = options.retry.delay(afterAttempt: attempt, retryAfter: retryAfter, elapsed: elapsed) else {
+                throw LazyPullError(lastFailure.code, "\(lastFailure.message) (gave up after \(attempt) attempts)")
+            }
+            Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
+        }
+    }
+
+    private func sendFollowingRedirects(_ request: HTTPRequest,
+                                        sink: (UnsafeRawBufferPointer) throws -> Void,
+                                        onHead: (Int) -> Void) throws -> HTTPResponse {
+        var current = request
+        let origin = Self.authority(of: request.url)
+        for _ in 0..<6 {
+            var sent = current
+            if Self.authority(of: current.url) == origin, let authorization = try authorizer.authorization(scope: pullScope) {
+                sent.headers.append(("Authorization", authorization))
+            }
+            let response = try http.perform(sent, onHead: { status, _ in onHead(status) }, sink: sink)
+            guard [301, 302, 303, 307, 308].contains(response.status), let location = response.header("location") else {
+                return response
+            }
+            guard let next = URL(string: location, relativeTo: URL(string: current.url))?.absoluteString else {
+                throw LazyPullError(.registry, "\(current.method) \(current.url): invalid redirect location \"\(location)\"")
+            }
+            current.url = next
+        }
+        throw LazyPullError(.registry, "\(request.method) \(request.url): too many redirects")
+    }
+
+    /// `host:port` of a URL, the unit that may see our credentials.
+    static func authority(of url: String) -> String {
+        guard let c = URLComponents(string: url) else { return url }
+        let port = c.port ?? (c.scheme == "https" ? 443 : 80)
+        return "\(c.host ?? ""):\(port)"
+    }
+
+    private func describe(_ response: HTTPResponse, what: String) -> LazyPullError {
+        struct ErrorBody: Decodable { struct E: Decodable { var code: String?; var message: String? }; var errors: [E]? }
+        let detail = (try? JSONDecoder().decode(ErrorBody.self, from: Data(response.errorBody)))?.errors?.first
+            .map { [$0.code, $0.message].compactMap { $0 }.joined(separator: ": ") }
+        let suffix = detail.map { " (\($0))" } ?? ""
+        let host = reference.domain
+        switch response.status {
+        case 401, 403:
+            return LazyPullError(.unauthorized, "\(what) at \(host): access denied, HTTP \(response.status)\(suffix)")
+        case 404:
+            return LazyPullError(.notFound, "\(what) not found at \(host): HTTP 404\(suffix)")
+        default:
+            return LazyPullError(.registry, "\(what) at \(host): HTTP \(response.status)\(suffix)")
+        }
+    }
+}

@@ -1,0 +1,3 @@
+import LazyPullCommands
+
+LazyPullCommand.main()
