@@ -36,9 +36,9 @@ let package = Package(
         .executableTarget(name: "lazypull", dependencies: ["LazyPullCommands"]),
 
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
-        .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI"]),
-        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI"],
-                    resources: []),
+        .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),
+        .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
+        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI"]),
     ],
     swiftLanguageModes: [.v6]
 )

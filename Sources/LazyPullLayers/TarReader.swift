@@ -47,9 +47,15 @@ public final class TarReader {
 
     /// The next entry, or nil at the end of the archive.
     public func next() throws -> TarEntry? {
-        try skip(remaining + padding)
+        try skip(remaining)
         remaining = 0
-        padding = 0
+        if padding > 0 {
+            // A stream may end right after the last file's content, without padding or the
+            // end-of-archive blocks (umoci writes such layers; Go's archive/tar accepts them).
+            let skipped = try skip(padding, allowEndAtStart: true)
+            padding = 0
+            if !skipped { return nil }
+        }
         var pax: [String: [UInt8]] = [:]
         var gnuLongName: String?
         var gnuLongLink: String?
@@ -204,15 +210,20 @@ public final class TarReader {
         return data
     }
 
-    private func skip(_ count: Int64) throws {
+    /// Skips `count` bytes. Returns false when the stream ended before the first of them
+    /// and `allowEndAtStart` is set.
+    @discardableResult
+    private func skip(_ count: Int64, allowEndAtStart: Bool = false) throws -> Bool {
         var left = count
         while left > 0 {
             let n = try skipBuffer.withUnsafeMutableBytes {
                 try source.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<Int(min(Int64($0.count), left))]))
             }
+            if n == 0 && allowEndAtStart && left == count { return false }
             guard n > 0 else { throw LazyPullError(.invalidLayer, "tar stream ends inside file content") }
             left -= Int64(n)
         }
+        return true
     }
 
     private func verifyChecksum() throws {

@@ -51,11 +51,12 @@ public enum ManifestDocument: Sendable {
     /// Decodes `data` given the media type the registry reported (or the document's own
     /// `mediaType` when the header is generic). Schema 1 is refused.
     public static func decode(_ data: [UInt8], contentType: String?, what: String) throws -> ManifestDocument {
+        /// Only what decides the document's kind; the full decode below validates the rest.
         struct Probe: Decodable {
+            struct Present: Decodable { init(from decoder: Decoder) throws {} }
             var schemaVersion: Int?
             var mediaType: String?
-            var manifests: [Descriptor]?
-            var config: Descriptor?
+            var manifests: Present?
         }
         let probe: Probe
         do {

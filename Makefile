@@ -1,0 +1,46 @@
+# lazypull — build, test, run and measure. Every target installs what it needs (Debian 12).
+
+SWIFT      ?= swift
+PREFIX     ?= /usr/local
+BIN        := .build/release/lazypull
+DEBUG_BIN  := .build/debug/lazypull
+
+# Build libraries, and the real tools the tests and the demo drive.
+APT_PACKAGES := pkg-config libcurl4-openssl-dev zlib1g-dev libzstd-dev libssl-dev libsqlite3-dev \
+	libfuse3-dev fuse3 docker-registry umoci skopeo containerd runc stargz-snapshotter \
+	mmdebstrap apache2-utils busybox-static python3 openssl attr libcap2-bin iproute2 procps
+
+.PHONY: all deps build debug test run bench install clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@# The Debian packages start services we do not want: tests run private instances.
+	@-systemctl disable --now containerd docker-registry >/dev/null 2>&1 || true
+
+build: deps
+	$(SWIFT) build -c release
+
+debug: deps
+	$(SWIFT) build
+
+test: debug
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+run: build
+	LAZYPULL_BIN=$(abspath $(BIN)) Tests/Fixtures/bin/demo.sh
+
+bench: build
+	LAZYPULL_BIN=$(abspath $(BIN)) bench/run.sh
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazypull
+
+clean:
+	rm -rf .build
