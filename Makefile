@@ -6,9 +6,9 @@ BIN        := .build/release/lazypull
 DEBUG_BIN  := .build/debug/lazypull
 
 # Build libraries, and the real tools the tests and the demo drive.
-APT_PACKAGES := pkg-config libcurl4-openssl-dev zlib1g-dev libzstd-dev libssl-dev libsqlite3-dev \
+APT_PACKAGES := pkg-config libcurl4-openssl-dev zlib1g-dev libzstd-dev libisal-dev libssl-dev libsqlite3-dev \
 	libfuse3-dev fuse3 docker-registry umoci skopeo containerd runc stargz-snapshotter \
-	mmdebstrap apache2-utils busybox-static python3 openssl attr libcap2-bin iproute2 procps
+	mmdebstrap apache2-utils busybox-static python3 openssl attr libcap2-bin iproute2 procps bc
 
 .PHONY: all deps build debug test run bench install clean
 
@@ -23,8 +23,9 @@ deps:
 	@# The Debian packages start services we do not want: tests run private instances.
 	@-systemctl disable --now containerd docker-registry >/dev/null 2>&1 || true
 
+# The Swift runtime linked statically: a cold process start costs half as much.
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 debug: deps
 	$(SWIFT) build

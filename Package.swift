@@ -14,6 +14,7 @@ let package = Package(
         // System libraries: umbrella headers only.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -23,7 +24,7 @@ let package = Package(
         .target(name: "LazyPullOCI", dependencies: ["CCrypto"]),
         .target(name: "LazyPullRegistry", dependencies: ["LazyPullOCI", "CCurl", "CLazyPullShims"]),
         .target(name: "LazyPullContent", dependencies: ["LazyPullOCI", "CSQLite"]),
-        .target(name: "LazyPullLayers", dependencies: ["LazyPullOCI", "CZlib", "CZstd", "CLazyPullShims"]),
+        .target(name: "LazyPullLayers", dependencies: ["LazyPullOCI", "CZlib", "CZstd", "CIsal", "CLazyPullShims"]),
         .target(name: "LazyPullSnapshots", dependencies: ["LazyPullOCI", "LazyPullContent", "CLazyPullShims"]),
         .target(name: "LazyPullImages", dependencies: [
             "CLazyPullShims", "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",

@@ -14,6 +14,7 @@ public struct LazyPullCommand: ParsableCommand {
 
     /// Runs the command line; errors are printed as one line and exit non-zero.
     public static func main() {
+        raiseOpenFileLimit()
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -24,6 +25,15 @@ public struct LazyPullCommand: ParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// Layers unpack in parallel, each keeping its directories open: lift the soft limit on
+/// open files to the hard one.
+func raiseOpenFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    limit.rlim_cur = min(limit.rlim_max, 1 << 20)
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 /// Options every command shares.

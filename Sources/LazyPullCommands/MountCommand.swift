@@ -17,6 +17,9 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .customLong("read-only"), help: "Mount read-only (no writable upper layer).")
     var readOnly = false
 
+    @Flag(help: "Pull even when the image is already present locally.")
+    var pull = false
+
     @Flag(name: .shortAndLong, help: "No progress output.")
     var quiet = false
 
@@ -36,7 +39,17 @@ struct MountCommand: ParsableCommand {
         if try state.metadata.mount(at: target) != nil {
             throw LazyPullError(.alreadyExists, "\(target) is already a lazypull mount; run `lazypull umount \(target)` first")
         }
-        let record = try ImagePuller(state: state).pull(ref, options: try pullOptions(registry, quiet: quiet))
+        // Like `docker run`: an image already pulled (with all its layers) is used as it is.
+        let options = try pullOptions(registry, quiet: quiet)
+        let record: ImageRecord
+        if !pull, let local = try state.metadata.image(named: ref.description),
+           let localPlatform = try? Platform(parsing: local.platform),
+           PlatformMatcher(options.platform).rank(localPlatform) != nil,
+           try local.chainIDs.allSatisfy({ try state.metadata.snapshot($0.description) != nil }) {
+            record = local
+        } else {
+            record = try ImagePuller(state: state).pull(ref, options: options)
+        }
         try MountTable(state: state).mount(record, at: target, readOnly: readOnly)
         if !quiet { print("mounted \(record.name) at \(target)") }
     }

@@ -33,10 +33,19 @@ public struct GarbageCollector: Sendable {
             var parent = byKey[key]?.parent
             while let p = parent { liveSnapshots.insert(p); parent = byKey[p]?.parent }
         }
-        // Children before parents: the newest rows first.
-        for snapshot in all.sorted(by: { $0.id > $1.id }) where !liveSnapshots.contains(snapshot.key) {
-            try state.snapshots.remove(snapshot.key)
-            report.snapshots += 1
+        // Children before parents (ids do not tell: layers are unpacked in parallel and
+        // parented at commit time).
+        var remaining = all.filter { !liveSnapshots.contains($0.key) }
+        while !remaining.isEmpty {
+            let parents = Set(remaining.compactMap(\.parent))
+            let leaves = remaining.filter { !parents.contains($0.key) }
+            guard !leaves.isEmpty else { break }
+            for snapshot in leaves {
+                try state.snapshots.remove(snapshot.key)
+                report.snapshots += 1
+            }
+            let removed = Set(leaves.map(\.key))
+            remaining.removeAll { removed.contains($0.key) }
         }
         for digest in state.content.list() where !liveContent.contains(digest) {
             report.bytes += state.content.size(of: digest) ?? 0

@@ -83,8 +83,10 @@ public final class ImagePuller: Sendable {
             for case .success(let key?) in outcomes.values { try? state.snapshots.remove(key) }
             throw firstError
         }
+        var unpackedAny = false
         for layer in layers {
             guard case .success(let extractKey) = outcomes[layer.index]!, let key = extractKey else { continue }
+            unpackedAny = true
             let lock = try state.snapshots.lock(layer.chainID.description)
             defer { withExtendedLifetime(lock) {} }
             if try state.metadata.snapshot(layer.chainID.description) != nil {
@@ -94,7 +96,7 @@ public final class ImagePuller: Sendable {
             try state.snapshots.commit(key: key, as: layer.chainID.description,
                                        parent: layer.index == 0 ? nil : chainIDs[layer.index - 1].description)
         }
-        state.sync()
+        if unpackedAny { state.sync() }
 
         let record = ImageRecord(
             name: reference.description, target: resolved.target, manifest: resolved.manifest.descriptor.digest,
@@ -144,15 +146,21 @@ public final class ImagePuller: Sendable {
         let unpackResult = Mutex<Result<Void, Error>?>(nil)
         let unpackDone = DispatchSemaphore(value: 0)
         let unpacker = Thread {
+            var decoder: ThreadedSource?
             let outcome = Result {
-                let raw = try Decompression.source(pipe, compression: layer.compression)
-                let hashed = HashingSource(raw)
+                // Decompression and hashing run on their own thread, file writes on this one.
+                let hashed = HashingSource(try Decompression.source(pipe, compression: layer.compression))
+                let decoded = ThreadedSource(hashed)
+                decoder = decoded
                 let unpacker = try LayerUnpacker(directory: directory)
-                try unpacker.unpack(TarReader(hashed))
-                try hashed.drain()
+                try unpacker.unpack(TarReader(decoded))
+                try decoded.drain()
                 try layer.diffID.verify(hashed.digest(), what: "uncompressed layer \(digest) (config diff_id)")
             }
-            if case .failure(let e) = outcome { pipe.fail(e) }
+            if case .failure(let e) = outcome {
+                decoder?.fail(e)
+                pipe.fail(e)
+            }
             unpackResult.withLock { $0 = outcome }
             unpackDone.signal()
         }

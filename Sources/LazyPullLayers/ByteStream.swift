@@ -128,3 +128,43 @@ public final class FileDescriptorSource: ByteSource {
         }
     }
 }
+
+/// Reads `upstream` on a thread of its own, so decoding overlaps with whoever consumes
+/// the bytes (an unpacker writing files). Errors travel to the consumer; ``fail(_:)``
+/// stops the thread when the consumer gives up.
+public final class ThreadedSource: ByteSource, @unchecked Sendable {
+    private let pipe: BytePipe
+
+    public init(_ upstream: ByteSource, chunkSize: Int = 1 << 20, capacity: Int = 16 << 20) {
+        let pipe = BytePipe(capacity: capacity)
+        self.pipe = pipe
+        let box = UncheckedBox(upstream)
+        let thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: chunkSize)
+            do {
+                while true {
+                    let n = try buffer.withUnsafeMutableBytes { try box.value.read(into: $0) }
+                    if n == 0 { break }
+                    try buffer.withUnsafeBytes { try pipe.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                }
+                pipe.finish()
+            } catch {
+                pipe.fail(error)
+            }
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try pipe.read(into: buffer)
+    }
+
+    public func fail(_ error: Error) { pipe.fail(error) }
+}
+
+/// Hands a non-Sendable value to exactly one other thread.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

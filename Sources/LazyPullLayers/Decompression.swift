@@ -1,3 +1,4 @@
+import CIsal
 import CLazyPullShims
 import CZlib
 import CZstd
@@ -8,7 +9,7 @@ public enum Decompression {
     public static func source(_ compressed: ByteSource, compression: LayerCompression) throws -> ByteSource {
         switch compression {
         case .none: return compressed
-        case .gzip: return try GzipSource(compressed)
+        case .gzip: return IsalGzipSource(compressed)
         case .zstd: return try ZstdSource(compressed)
         }
     }
@@ -69,6 +70,69 @@ public final class GzipSource: ByteSource {
             }
             return buffer.count - Int(stream.avail_out)
         }
+    }
+}
+
+/// gzip (RFC 1952) over Intel ISA-L's igzip, about four times faster than zlib at
+/// inflating: the critical path of an eager pull. Several members are read one after
+/// another (eStargz is a multi-member stream); each member's CRC-32 and size are checked.
+public final class IsalGzipSource: ByteSource {
+    private let source: ByteSource
+    private let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
+    private let input = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
+    private var inputEnd = false
+    private var finished = false
+    private var memberStarted = false
+
+    public init(_ source: ByteSource) {
+        self.source = source
+        isal_inflate_init(state)
+        state.pointee.crc_flag = UInt32(ISAL_GZIP)
+    }
+
+    deinit {
+        state.deallocate()
+        input.deallocate()
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard !finished, buffer.count > 0 else { return 0 }
+        state.pointee.next_out = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        state.pointee.avail_out = UInt32(min(buffer.count, Int(UInt32.max)))
+        let capacity = state.pointee.avail_out
+        while state.pointee.avail_out == capacity {
+            if state.pointee.avail_in == 0 && !inputEnd {
+                let n = try source.read(into: input)
+                if n == 0 { inputEnd = true } else {
+                    state.pointee.next_in = input.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    state.pointee.avail_in = UInt32(n)
+                }
+            }
+            if state.pointee.avail_in == 0 && inputEnd && !memberStarted {
+                finished = true
+                break
+            }
+            if state.pointee.avail_in > 0 { memberStarted = true }
+            let rc = isal_inflate(state)
+            if rc < 0 {
+                throw LazyPullError(.invalidLayer, rc == ISAL_INCORRECT_CHECKSUM
+                                    ? "corrupt gzip stream: checksum mismatch" : "corrupt gzip stream (isa-l error \(rc))")
+            }
+            if state.pointee.block_state == ISAL_BLOCK_FINISH {
+                // Member done; another may follow in the remaining input.
+                let leftover = (state.pointee.next_in, state.pointee.avail_in)
+                isal_inflate_reset(state)
+                state.pointee.crc_flag = UInt32(ISAL_GZIP)
+                state.pointee.next_in = leftover.0
+                state.pointee.avail_in = leftover.1
+                memberStarted = false
+                continue
+            }
+            if state.pointee.avail_in == 0 && inputEnd && state.pointee.avail_out == capacity {
+                throw LazyPullError(.invalidLayer, "gzip stream ends early (truncated layer)")
+            }
+        }
+        return Int(capacity - state.pointee.avail_out)
     }
 }
 

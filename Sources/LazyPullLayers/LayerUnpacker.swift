@@ -14,8 +14,17 @@ public final class LayerUnpacker {
     private let rootFD: Int32
     private let rootPath: String
     private var directoryTimes: [(path: [String], mtime: (Int64, Int32))] = []
-    private var cachedParent: (path: [String], fd: Int32)?
+    /// Open directories of this layer by path, so an entry's parent costs no syscall.
+    /// Every fd was opened with `O_NOFOLLOW` one component at a time from the root.
+    private var directories: [[String]: Int32] = [:]
     private var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    private let ownUID = geteuid(), ownGID = getegid()
+    private static let umaskBits: mode_t = {
+        let old = umask(0o022)
+        umask(old)
+        return old
+    }()
+    static let maxCachedDirectories = 1024
 
     public private(set) var entryCount = 0
 
@@ -26,7 +35,7 @@ public final class LayerUnpacker {
     }
 
     deinit {
-        if let c = cachedParent { close(c.fd) }
+        dropDirectoryCache()
         close(rootFD)
     }
 
@@ -36,12 +45,11 @@ public final class LayerUnpacker {
             try apply(entry, content: tar)
             entryCount += 1
         }
-        dropCachedParent()
         for item in directoryTimes.reversed() {
-            let parent = try openParent(Array(item.path.dropLast()), create: false, entryName: item.path.joined(separator: "/"))
-            defer { close(parent) }
+            let parent = try directory(Array(item.path.dropLast()), create: false, entryName: item.path.joined(separator: "/"))
             try setTimes(dirFD: parent, name: item.path.last!, mtime: item.mtime, path: item.path.joined(separator: "/"))
         }
+        dropDirectoryCache()
     }
 
     // MARK: Names
@@ -68,6 +76,8 @@ public final class LayerUnpacker {
     // MARK: Entries
 
     private func apply(_ entry: TarEntry, content: TarReader) throws {
+        // Bound the open descriptors; only between entries, when none is in use.
+        if directories.count >= Self.maxCachedDirectories { dropDirectoryCache() }
         let path = try Self.components(of: entry.name, entry: entry.name)
         guard let base = path.last else {
             // The layer root itself ("./") keeps the snapshot directory's own attributes,
@@ -76,7 +86,7 @@ public final class LayerUnpacker {
         }
         let display = path.joined(separator: "/")
         let parentPath = Array(path.dropLast())
-        let parent = try parentFD(parentPath, entryName: display)
+        let parent = try directory(parentPath, create: true, entryName: display)
 
         if base.hasPrefix(".wh.") {
             if base == ".wh..wh..opq" {
@@ -99,36 +109,54 @@ public final class LayerUnpacker {
 
         switch entry.type {
         case .directory:
-            try removeExisting(parent: parent, name: base, keepDirectory: true)
-            if mkdirat(parent, base, 0o700) != 0 && errno != EEXIST {
-                throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(display)", errno: errno)
+            if mkdirat(parent, base, 0o700) != 0 {
+                guard errno == EEXIST else {
+                    throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(display)", errno: errno)
+                }
+                // An existing directory merges; anything else is replaced.
+                if try removeExisting(parent: parent, name: base, keepDirectory: true) {
+                    guard mkdirat(parent, base, 0o700) == 0 else {
+                        throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(display)", errno: errno)
+                    }
+                }
             }
             try setMetadata(dirFD: parent, name: base, entry: entry, display: display)
             directoryTimes.append((path, entry.mtime))
-            dropCachedParent(ifUnder: path)
         case .regular:
-            try removeExisting(parent: parent, name: base, keepDirectory: false)
-            let fd = openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            // Created with its final permission bits: chmod is then needed only for bits the
+            // umask removed or that open(2) cannot set.
+            let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+            var fd = openat(parent, base, flags, mode_t(entry.mode & 0o777))
+            if fd < 0 && errno == EEXIST {
+                try removeExisting(parent: parent, name: base, keepDirectory: false)
+                fd = openat(parent, base, flags, mode_t(entry.mode & 0o777))
+            }
             guard fd >= 0 else { throw LazyPullError.io("cannot create", path: "\(rootPath)/\(display)", errno: errno) }
             defer { close(fd) }
             try copyContent(of: content, to: fd, display: display)
             try setMetadata(fd: fd, entry: entry, display: display)
         case .symlink:
-            try removeExisting(parent: parent, name: base, keepDirectory: false)
-            guard symlinkat(entry.linkName, parent, base) == 0 else {
-                throw LazyPullError.io("cannot create symlink", path: "\(rootPath)/\(display)", errno: errno)
+            if symlinkat(entry.linkName, parent, base) != 0 {
+                guard errno == EEXIST else {
+                    throw LazyPullError.io("cannot create symlink", path: "\(rootPath)/\(display)", errno: errno)
+                }
+                try removeExisting(parent: parent, name: base, keepDirectory: false)
+                guard symlinkat(entry.linkName, parent, base) == 0 else {
+                    throw LazyPullError.io("cannot create symlink", path: "\(rootPath)/\(display)", errno: errno)
+                }
             }
             try setMetadata(dirFD: parent, name: base, entry: entry, display: display)
-            dropCachedParent(ifUnder: path)
         case .hardlink:
             let targetPath = try Self.components(of: entry.linkName, entry: display)
             guard let targetBase = targetPath.last else {
                 throw LazyPullError(.hostileLayer, "layer entry \"\(display)\" is a hardlink to the layer root")
             }
-            let targetParent = try openParent(Array(targetPath.dropLast()), create: false, entryName: display)
-            defer { close(targetParent) }
-            try removeExisting(parent: parent, name: base, keepDirectory: false)
-            guard linkat(targetParent, targetBase, parent, base, 0) == 0 else {
+            let targetParent = try directory(Array(targetPath.dropLast()), create: false, entryName: display)
+            if linkat(targetParent, targetBase, parent, base, 0) != 0 {
+                if errno == EEXIST {
+                    try removeExisting(parent: parent, name: base, keepDirectory: false)
+                    if linkat(targetParent, targetBase, parent, base, 0) == 0 { break }
+                }
                 let e = errno
                 throw LazyPullError(e == ENOENT ? .invalidLayer : .io,
                                     "cannot link \(display) to \(entry.linkName): \(String(cString: strerror(e)))")
@@ -161,21 +189,26 @@ public final class LayerUnpacker {
         }
     }
 
-    /// Removes what a new entry replaces. Two directories merge instead.
-    private func removeExisting(parent: Int32, name: String, keepDirectory: Bool) throws {
+    /// Removes what a new entry replaces. Two directories merge instead. Returns whether
+    /// something was removed.
+    @discardableResult
+    private func removeExisting(parent: Int32, name: String, keepDirectory: Bool) throws -> Bool {
         var st = stat()
-        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return false }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            if keepDirectory { return }
+            if keepDirectory { return false }
             let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { throw LazyPullError.io("cannot open", path: name, errno: errno) }
             try Self.removeContents(of: fd)
             close(fd)
-            dropCachedParent()
+            // Cached descriptors may point into the removed tree.
+            let keep = directories.first { $0.value == parent }
+            dropDirectoryCache(except: keep?.key)
             guard unlinkat(parent, name, AT_REMOVEDIR) == 0 else { throw LazyPullError.io("cannot remove", path: name, errno: errno) }
         } else if unlinkat(parent, name, 0) != 0 {
             throw LazyPullError.io("cannot remove", path: name, errno: errno)
         }
+        return true
     }
 
     /// Deletes everything inside the directory `fd` without following symlinks.
@@ -202,42 +235,27 @@ public final class LayerUnpacker {
 
     // MARK: Parents
 
-    /// The directory that holds an entry, created (0755, as containerd does) when the tar
-    /// did not list it. The last parent is cached: tar entries come grouped by directory.
-    private func parentFD(_ path: [String], entryName: String) throws -> Int32 {
+    /// The directory at `path` (relative to the layer root), opened one component at a time
+    /// with `O_NOFOLLOW` from the nearest cached ancestor, so a symlink planted by an earlier
+    /// entry can never redirect a later one. Missing parents are created 0755, as containerd
+    /// does, when `create` is set. The descriptor belongs to the cache.
+    private func directory(_ path: [String], create: Bool, entryName: String) throws -> Int32 {
         if path.isEmpty { return rootFD }
-        if let c = cachedParent, c.path == path { return c.fd }
-        let fd = try openParent(path, create: true, entryName: entryName)
-        dropCachedParent()
-        cachedParent = (path, fd)
-        return fd
-    }
-
-    private func dropCachedParent() {
-        if let c = cachedParent { close(c.fd); cachedParent = nil }
-    }
-
-    private func dropCachedParent(ifUnder path: [String]) {
-        if let c = cachedParent, c.path.starts(with: path) { dropCachedParent() }
-    }
-
-    /// Walks `path` from the layer root one component at a time with `O_NOFOLLOW`, so a
-    /// symlink planted by an earlier entry can never redirect a later one.
-    private func openParent(_ path: [String], create: Bool, entryName: String) throws -> Int32 {
-        var current = dup(rootFD)
-        for (i, component) in path.enumerated() {
+        if let fd = directories[path] { return fd }
+        var depth = path.count - 1
+        while depth > 0 && directories[Array(path[..<depth])] == nil { depth -= 1 }
+        var current = depth == 0 ? rootFD : directories[Array(path[..<depth])]!
+        for i in depth..<path.count {
+            let component = path[i]
             var next = openat(current, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if next < 0 && errno == ENOENT && create {
                 if mkdirat(current, component, 0o755) != 0 && errno != EEXIST {
-                    let e = errno
-                    close(current)
-                    throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(path[...i].joined(separator: "/"))", errno: e)
+                    throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(path[...i].joined(separator: "/"))", errno: errno)
                 }
                 next = openat(current, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             }
-            let e = errno
-            close(current)
             guard next >= 0 else {
+                let e = errno
                 let through = path[...i].joined(separator: "/")
                 if e == ELOOP || e == ENOTDIR {
                     throw LazyPullError(.hostileLayer, "layer entry \"\(entryName)\" goes through \"\(through)\", which is not a directory (symlink?)")
@@ -245,24 +263,36 @@ public final class LayerUnpacker {
                 throw LazyPullError(e == ENOENT ? .invalidLayer : .io,
                                     "layer entry \"\(entryName)\": cannot open \"\(through)\": \(String(cString: strerror(e)))")
             }
+            directories[Array(path[...i])] = next
             current = next
         }
         return current
+    }
+
+    private func dropDirectoryCache(except kept: [String]? = nil) {
+        for (path, fd) in directories where path != kept { close(fd) }
+        directories = kept.flatMap { k in directories[k].map { [k: $0] } } ?? [:]
     }
 
     // MARK: Metadata
 
     /// Owner first (chown clears setuid bits and capabilities), then xattrs, mode, times.
     private func setMetadata(fd: Int32, entry: TarEntry, display: String) throws {
-        guard fchown(fd, entry.uid, entry.gid) == 0 else {
-            throw LazyPullError.io("cannot chown", path: "\(rootPath)/\(display)", errno: errno)
+        let chowned = entry.uid != ownUID || entry.gid != ownGID
+        if chowned {
+            guard fchown(fd, entry.uid, entry.gid) == 0 else {
+                throw LazyPullError.io("cannot chown", path: "\(rootPath)/\(display)", errno: errno)
+            }
         }
         for x in entry.xattrs {
             let rc = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
             guard rc == 0 else { throw LazyPullError.io("cannot set xattr \(x.name) on", path: "\(rootPath)/\(display)", errno: errno) }
         }
-        guard fchmod(fd, mode_t(entry.mode)) == 0 else {
-            throw LazyPullError.io("cannot chmod", path: "\(rootPath)/\(display)", errno: errno)
+        // chown clears setuid/setgid; the umask may have removed bits at creation.
+        if chowned || entry.mode & 0o7000 != 0 || mode_t(entry.mode) & Self.umaskBits != 0 {
+            guard fchmod(fd, mode_t(entry.mode)) == 0 else {
+                throw LazyPullError.io("cannot chmod", path: "\(rootPath)/\(display)", errno: errno)
+            }
         }
         var times = [timespec(tv_sec: Int(entry.mtime.seconds), tv_nsec: Int(entry.mtime.nanoseconds)),
                      timespec(tv_sec: Int(entry.mtime.seconds), tv_nsec: Int(entry.mtime.nanoseconds))]

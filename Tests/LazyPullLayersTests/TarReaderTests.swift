@@ -198,9 +198,12 @@ struct DecompressionTests {
         return Array(out[..<Int(stream.total_out)])
     }
 
-    @Test func readsMultiMemberGzip() throws {
-        let a = Array(repeating: UInt8(ascii: "a"), count: 100_000), b = Array("tail".utf8)
-        let source = try GzipSource(BytesSource(gzip(a) + gzip(b), step: 4096))
+    static let decoders: [@Sendable (ByteSource) throws -> ByteSource] = [{ try GzipSource($0) }, { IsalGzipSource($0) }]
+
+    @Test(arguments: 0..<2)
+    func readsMultiMemberGzip(decoder: Int) throws {
+        let a = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 * 7 % 251) }, b = Array("tail".utf8)
+        let source = try Self.decoders[decoder](BytesSource(gzip(a) + gzip(b), step: 4096))
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 3000)
         while true {
@@ -211,11 +214,17 @@ struct DecompressionTests {
         #expect(out == a + b)
     }
 
-    @Test func rejectsTruncatedAndCorruptGzip() {
-        let whole = gzip(Array(repeating: 9, count: 50_000))
-        #expect(throws: LazyPullError.self) { _ = try GzipSource(BytesSource(Array(whole.prefix(whole.count / 2)), step: 512)).drain() }
-        var bad = whole
-        bad[12] ^= 0xff
-        #expect(throws: LazyPullError.self) { _ = try GzipSource(BytesSource(bad, step: 512)).drain() }
+    @Test(arguments: 0..<2)
+    func rejectsTruncatedAndCorruptGzip(decoder: Int) {
+        let whole = gzip((0..<50_000).map { UInt8(truncatingIfNeeded: $0 * 13 % 253) })
+        #expect(throws: LazyPullError.self) {
+            _ = try Self.decoders[decoder](BytesSource(Array(whole.prefix(whole.count / 2)), step: 512)).drain()
+        }
+        var badCRC = whole
+        badCRC[whole.count - 6] ^= 0xff
+        #expect(throws: LazyPullError.self) { _ = try Self.decoders[decoder](BytesSource(badCRC, step: 512)).drain() }
+        var badData = whole
+        badData[12] ^= 0xff
+        #expect(throws: LazyPullError.self) { _ = try Self.decoders[decoder](BytesSource(badData, step: 512)).drain() }
     }
 }
