@@ -53,7 +53,7 @@ public struct GarbageCollector: Sendable {
             try state.metadata.deleteContent(digest)
             report.blobs += 1
         }
-        // Partial downloads nobody is writing (their lock is free) are garbage too.
+        // Partial downloads are garbage too: no pull runs while the exclusive GC lock is held.
         let ingestRoot = "\(state.content.root)/ingest"
         for name in (try? FileManager.default.contentsOfDirectory(atPath: ingestRoot)) ?? [] {
             try? FileManager.default.removeItem(atPath: "\(ingestRoot)/\(name)")

@@ -4,7 +4,14 @@ import Synchronization
 /// Per-layer progress of a pull. On a terminal it redraws one bar per layer on stderr
 /// (bytes, total, rate); otherwise it stays silent.
 public final class PullProgress: Sendable {
-    struct Layer { var name: String; var total: Int64; var done: Int64 = 0; var state = "waiting" }
+    struct Layer {
+        var name: String
+        var total: Int64
+        var done: Int64 = 0
+        var state = "waiting"
+        /// When the layer finished (or failed): its rate stops changing then.
+        var ended: ContinuousClock.Instant?
+    }
     private struct State { var layers: [Layer] = []; var drawnLines = 0; var stopped = false }
 
     private let state = Mutex(State())
@@ -31,6 +38,7 @@ public final class PullProgress: Sendable {
         state.withLock { s in
             s.layers[layer].state = text
             if let done { s.layers[layer].done = done }
+            if text == "done" || text == "failed" || text == "exists" { s.layers[layer].ended = .now }
         }
     }
 
@@ -53,8 +61,6 @@ public final class PullProgress: Sendable {
     }
 
     private func draw() {
-        let elapsed = ContinuousClock.now - start
-        let seconds = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 0.001)
         var text = ""
         state.withLock { s in
             if s.drawnLines > 0 { text += "\u{1B}[\(s.drawnLines)A" }
@@ -63,6 +69,8 @@ public final class PullProgress: Sendable {
                 let width = 24
                 let filled = Int(fraction * Double(width))
                 let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
+                let elapsed = (layer.ended ?? .now) - start
+                let seconds = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 0.001)
                 let rate = Double(layer.done) / seconds
                 text += "\u{1B}[2K\(layer.name)  \(layer.state.padding(toLength: 11, withPad: " ", startingAt: 0)) [\(bar)] "
                     + "\(Self.bytes(layer.done))/\(Self.bytes(layer.total))  \(Self.bytes(Int64(rate)))/s\n"
