@@ -69,13 +69,3 @@ struct PruneCommand: ParsableCommand {
         print("removed \(report.blobs) blobs (\(ByteCount.format(report.bytes))) and \(report.snapshots) snapshots")
     }
 }
-
-enum ByteCount {
-    static func format(_ n: Int64) -> String {
-        let units = ["B", "KB", "MB", "GB", "TB"]
-        var v = Double(n)
-        var i = 0
-        while v >= 1000 && i < units.count - 1 { v /= 1000; i += 1 }
-        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
-    }
-}

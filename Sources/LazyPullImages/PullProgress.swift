@@ -73,14 +73,17 @@ public final class PullProgress: Sendable {
                 let seconds = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 0.001)
                 let rate = Double(layer.done) / seconds
                 text += "\u{1B}[2K\(layer.name)  \(layer.state.padding(toLength: 11, withPad: " ", startingAt: 0)) [\(bar)] "
-                    + "\(Self.bytes(layer.done))/\(Self.bytes(layer.total))  \(Self.bytes(Int64(rate)))/s\n"
+                    + "\(ByteCount.format(layer.done))/\(ByteCount.format(layer.total))  \(ByteCount.format(Int64(rate)))/s\n"
             }
             s.drawnLines = s.layers.count
         }
         FileHandle.standardError.write(Data(text.utf8))
     }
+}
 
-    static func bytes(_ n: Int64) -> String {
+/// Byte counts for people: decimal units, one decimal place.
+public enum ByteCount {
+    public static func format(_ n: Int64) -> String {
         let units = ["B", "KB", "MB", "GB", "TB"]
         var v = Double(n)
         var i = 0
