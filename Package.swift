@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),
         .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
-        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI"]),
+        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -83,7 +83,8 @@ public enum ManifestDocument: Sendable {
         throw LazyPullError(.unsupportedMediaType, "unsupported manifest media type \"\(type)\" for \(what)")
     }
 
-    static func reason(_ error: Error) -> String {
+    /// A one-line explanation of a JSON decoding failure.
+    public static func reason(_ error: Error) -> String {
         if let e = error as? LazyPullError { return e.message }
         switch error as? DecodingError {
         case .keyNotFound(let key, _)?: return "missing field \"\(key.stringValue)\""

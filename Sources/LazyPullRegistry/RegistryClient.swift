@@ -152,6 +152,42 @@ public final class RegistryClient: Sendable {
         })
     }
 
+    /// Bytes `offset ..< offset + length` of blob `digest` with one `Range` request
+    /// (RFC 9110 §14). A 206 must start where asked; a 200 (Range ignored) is read from byte 0
+    /// and cut. The caller verifies content against the digests it trusts.
+    public func fetchRange(_ digest: Digest, offset: Int64, length: Int64) throws -> [UInt8] {
+        guard length > 0 else { return [] }
+        var body: [UInt8] = []
+        body.reserveCapacity(Int(length))
+        var position: Int64 = 0        // blob offset of the next byte the server sends
+        let url = "\(baseURL)/blobs/\(digest)"
+        let end = offset + length
+        let request = HTTPRequest(url: url, headers: [("Range", "bytes=\(offset)-\(end - 1)"), ("Accept-Encoding", "identity")])
+        try send(request, what: "blob \(digest) range \(offset)-\(end - 1)", sink: { chunk in
+            let chunkStart = position
+            position += Int64(chunk.count)
+            let from = max(offset, chunkStart), to = min(end, position)
+            guard from < to else {
+                if chunkStart >= end { throw RangeComplete() }
+                return
+            }
+            body.append(contentsOf: chunk[Int(from - chunkStart)..<Int(to - chunkStart)])
+            if position >= end { throw RangeComplete() }
+        }, restart: {
+            body.removeAll(keepingCapacity: true)
+        }, onHead: { status in
+            position = status == 206 ? offset : 0
+        }, stopSignal: { $0 is RangeComplete })
+        guard body.count == Int(length) else {
+            throw LazyPullError(.registry, "blob \(digest) from \(reference.domain): short range, \(body.count) of \(length) bytes")
+        }
+        return body
+    }
+
+    /// Thrown by a sink to end a transfer early on purpose (a 200 answer to a Range request
+    /// carries the whole blob; the bytes past the range are not needed).
+    struct RangeComplete: Error {}
+
     // MARK: Transport
 
     /// Sends `request` with authentication, redirects and retries. `range`, when given,
@@ -162,7 +198,8 @@ public final class RegistryClient: Sendable {
               range: (() -> Int64)? = nil,
               sink: (UnsafeRawBufferPointer) throws -> Void,
               restart: () -> Void,
-              onHead: (Int) -> Void = { _ in }) throws -> HTTPResponse {
+              onHead: (Int) -> Void = { _ in },
+              stopSignal: (Error) -> Bool = { _ in false }) throws -> HTTPResponse {
         let start = ContinuousClock.now
         var attempt = 0
         var reauthorized = false
@@ -178,7 +215,12 @@ public final class RegistryClient: Sendable {
                     if first > 0 { attemptRequest.headers.append(("Range", "bytes=\(first)-")) }
                     attemptRequest.headers.append(("Accept-Encoding", "identity"))
                 }
-                let response = try sendFollowingRedirects(attemptRequest, sink: sink, onHead: onHead)
+                let response: HTTPResponse
+                do {
+                    response = try sendFollowingRedirects(attemptRequest, sink: sink, onHead: onHead)
+                } catch where stopSignal(error) {
+                    return HTTPResponse(status: 200, headers: [], errorBody: [], url: attemptRequest.url)
+                }
                 if response.isSuccess { return response }
                 if response.status == 401 && !reauthorized {
                     reauthorized = true

@@ -1,0 +1,157 @@
+import Foundation
+import LazyPullOCI
+
+/// One entry of a lazily readable layer's table of contents. The schema is shared by
+/// eStargz (`stargz.index.json`) and zstd:chunked: files, directories, links and devices,
+/// plus `chunk` entries that continue a large regular file.
+public struct TOCEntry: Sendable, Codable, Equatable {
+    public var name: String
+    public var type: String
+    public var size: Int64?
+    public var modtime: String?
+    public var linkName: String?
+    public var mode: Int64?
+    public var uid: Int?
+    public var gid: Int?
+    public var devMajor: Int?
+    public var devMinor: Int?
+    /// Values are base64 encoded.
+    public var xattrs: [String: String]?
+    public var digest: String?
+    /// Where the compressed data of this entry (or chunk) starts in the blob.
+    public var offset: Int64?
+    public var endOffset: Int64?
+    public var chunkOffset: Int64?
+    public var chunkSize: Int64?
+    public var chunkDigest: String?
+    public var innerOffset: Int64?
+}
+
+/// A layer's table of contents.
+public struct LayerTOC: Sendable, Codable, Equatable {
+    public var version: Int
+    public var entries: [TOCEntry]
+}
+
+/// Layer formats that can be read without downloading the whole blob.
+public enum LazyLayerFormat: String, Sendable, Codable {
+    case estargz
+    case zstdChunked = "zstd:chunked"
+}
+
+/// Finds and verifies the table of contents of an eStargz or zstd:chunked layer
+/// (eStargz: containerd/stargz-snapshotter docs/estargz.md "Footer", "TOC";
+/// zstd:chunked: containers/storage "zstd:chunked" manifest position and checksum annotations).
+public enum LayerTOCReader {
+    public static let tocDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest"
+    static let zstdPositionAnnotations = ["io.github.containers.zstd-chunked.manifest-position",
+                                          "io.containers.zstd-chunked.manifest-position"]
+    static let zstdChecksumAnnotations = ["io.github.containers.zstd-chunked.manifest-checksum",
+                                          "io.containers.zstd-chunked.manifest-checksum"]
+    /// The eStargz footer: an empty gzip member whose extra field holds the TOC offset.
+    static let footerSize: Int64 = 51
+    static let tocTarName = "stargz.index.json"
+    static let maxTOCSize: Int64 = 64 << 20
+
+    /// The lazy format a layer descriptor announces, or nil when it must be pulled eagerly.
+    public static func format(of layer: Descriptor) -> LazyLayerFormat? {
+        let annotations = layer.annotations ?? [:]
+        if layer.mediaType == MediaType.ociLayerZstd,
+           zstdPositionAnnotations.contains(where: { annotations[$0] != nil }),
+           zstdChecksumAnnotations.contains(where: { annotations[$0] != nil }) {
+            return .zstdChunked
+        }
+        if (layer.mediaType == MediaType.ociLayerGzip || layer.mediaType == MediaType.dockerLayerGzip),
+           annotations[tocDigestAnnotation] != nil {
+            return .estargz
+        }
+        return nil
+    }
+
+    /// Reads the TOC of `layer` through `fetch(offset, length)` and checks it against the
+    /// digest its annotations carry: trust in every chunk digest derives from this check.
+    /// Returns the TOC and its JSON as verified.
+    public static func read(_ layer: Descriptor,
+                            fetch: (_ offset: Int64, _ length: Int64) throws -> [UInt8]) throws -> (LayerTOC, [UInt8]) {
+        guard let format = format(of: layer) else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest) carries no eStargz or zstd:chunked table of contents")
+        }
+        let json: [UInt8]
+        switch format {
+        case .estargz: json = try readEStargzTOC(layer, fetch: fetch)
+        case .zstdChunked: json = try readZstdChunkedTOC(layer, fetch: fetch)
+        }
+        return (try decode(json, layer: layer.digest), json)
+    }
+
+    public static func decode(_ json: [UInt8], layer: Digest) throws -> LayerTOC {
+        do {
+            return try JSONDecoder().decode(LayerTOC.self, from: Data(json))
+        } catch {
+            throw LazyPullError(.invalidLayer, "invalid table of contents in layer \(layer): \(ManifestDocument.reason(error))")
+        }
+    }
+
+    /// The footer's gzip extra field carries `%016x` of the TOC offset followed by `STARGZ`.
+    static func parseFooter(_ footer: [UInt8], layer: Digest) throws -> Int64 {
+        guard footer.count == Int(footerSize), footer[0] == 0x1f, footer[1] == 0x8b, footer[2] == 8,
+              footer[3] & 0x04 != 0, footer[10] == 26, footer[11] == 0,
+              footer[12] == UInt8(ascii: "S"), footer[13] == UInt8(ascii: "G"), footer[14] == 22, footer[15] == 0,
+              Array(footer[32..<38]) == Array("STARGZ".utf8),
+              let offset = Int64(String(decoding: footer[16..<32], as: UTF8.self), radix: 16) else {
+            throw LazyPullError(.invalidLayer, "layer \(layer) has no eStargz footer")
+        }
+        return offset
+    }
+
+    static func readEStargzTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> [UInt8] {
+        guard layer.size > footerSize else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest) is too small for eStargz")
+        }
+        let tocOffset = try parseFooter(try fetch(layer.size - footerSize, footerSize), layer: layer.digest)
+        let tocLength = layer.size - footerSize - tocOffset
+        guard tocOffset >= 0, tocLength > 0, tocLength <= maxTOCSize else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest): eStargz TOC offset \(tocOffset) is out of range")
+        }
+        let compressed = try fetch(tocOffset, tocLength)
+        let tar = TarReader(IsalGzipSource(MemorySource(compressed)))
+        while let entry = try tar.next() {
+            guard entry.name == tocTarName, entry.type == .regular else { continue }
+            guard entry.size <= maxTOCSize else { throw LazyPullError(.invalidLayer, "layer \(layer.digest): TOC too large") }
+            var json = [UInt8](repeating: 0, count: Int(entry.size))
+            var filled = 0
+            while filled < json.count {
+                let n = try json.withUnsafeMutableBytes { try tar.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+                filled += n
+            }
+            let expected = try Digest(parsing: layer.annotations?[tocDigestAnnotation] ?? "")
+            try expected.verify(Digest.sha256(of: json), what: "table of contents of layer \(layer.digest)")
+            return json
+        }
+        throw LazyPullError(.invalidLayer, "layer \(layer.digest): no \(tocTarName) in the eStargz TOC")
+    }
+
+    /// `manifest-position` is `offset:length:uncompressedLength:type`; the checksum covers
+    /// the compressed manifest bytes.
+    static func readZstdChunkedTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> [UInt8] {
+        let annotations = layer.annotations ?? [:]
+        let position = zstdPositionAnnotations.compactMap { annotations[$0] }.first ?? ""
+        let fields = position.split(separator: ":").map { Int64($0) }
+        guard fields.count == 4, let offset = fields[0], let length = fields[1], let uncompressed = fields[2],
+              fields[3] == 1, offset >= 0, length > 0, offset + length <= layer.size,
+              length <= maxTOCSize, uncompressed >= 0, uncompressed <= maxTOCSize else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest): invalid zstd:chunked manifest position \"\(position)\"")
+        }
+        let checksum = try Digest(parsing: zstdChecksumAnnotations.compactMap { annotations[$0] }.first ?? "")
+        let compressed = try fetch(offset, length)
+        try checksum.verify(Digest.sha256(of: compressed), what: "zstd:chunked manifest of layer \(layer.digest)")
+        let source = try ZstdSource(MemorySource(compressed))
+        var json = [UInt8](repeating: 0, count: Int(uncompressed))
+        let n = try json.withUnsafeMutableBytes { try source.readFully(into: $0) }
+        var extra = [UInt8](repeating: 0, count: 1)
+        guard n == json.count, try extra.withUnsafeMutableBytes({ try source.read(into: $0) }) == 0 else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest): zstd:chunked manifest is not \(uncompressed) bytes")
+        }
+        return json
+    }
+}
