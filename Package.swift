@@ -14,17 +14,19 @@ let package = Package(
         // System libraries: umbrella headers only.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // C for every macro or variadic entry point Swift cannot call.
-        .target(name: "CLazyPullShims", dependencies: ["CCurl", "CZlib"]),
+        .target(name: "CLazyPullShims", dependencies: ["CCurl", "CZlib", "CFuse3"]),
 
         .target(name: "LazyPullOCI", dependencies: ["CCrypto"]),
         .target(name: "LazyPullRegistry", dependencies: ["LazyPullOCI", "CCurl", "CLazyPullShims"]),
         .target(name: "LazyPullContent", dependencies: ["LazyPullOCI", "CSQLite"]),
         .target(name: "LazyPullLayers", dependencies: ["LazyPullOCI", "CZlib", "CZstd", "CIsal", "CLazyPullShims"]),
+        .target(name: "LazyPullFUSE", dependencies: ["CFuse3", "CLazyPullShims", "LazyPullOCI"]),
         .target(name: "LazyPullSnapshots", dependencies: ["LazyPullOCI", "LazyPullContent", "CLazyPullShims"]),
         .target(name: "LazyPullImages", dependencies: [
             "CLazyPullShims", "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
@@ -39,7 +41,7 @@ let package = Package(
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),
         .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
-        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers"]),
+        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFUSE", "CLazyPullShims"]),
     ],
     swiftLanguageModes: [.v6]
 )

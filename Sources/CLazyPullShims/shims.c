@@ -59,3 +59,33 @@ unsigned int lp_major(dev_t d) { return major(d); }
 unsigned int lp_minor(dev_t d) { return minor(d); }
 
 int lp_syncfs(int fd) { return syncfs(fd); }
+
+struct fuse_session *lp_fuse_session_new(int argc, char **argv, const struct fuse_lowlevel_ops *ops,
+                                         void *userdata) {
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct fuse_session *se = fuse_session_new(&args, ops, sizeof *ops, userdata);
+    fuse_opt_free_args(&args);
+    return se;
+}
+
+int lp_fuse_session_loop_mt(struct fuse_session *se, unsigned int max_threads, unsigned int max_idle_threads) {
+    struct fuse_loop_config *config = fuse_loop_cfg_create();
+    if (!config) return -1;
+    fuse_loop_cfg_set_clone_fd(config, 0);
+    fuse_loop_cfg_set_max_threads(config, max_threads);
+    fuse_loop_cfg_set_idle_threads(config, max_idle_threads);
+    int rc = fuse_session_loop_mt(se, config);
+    fuse_loop_cfg_destroy(config);
+    return rc;
+}
+
+void lp_fuse_conn_configure(struct fuse_conn_info *conn, unsigned int max_background) {
+    if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+    if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    conn->max_background = max_background;
+    conn->congestion_threshold = max_background * 3 / 4;
+}
+
+void lp_fuse_file_info_keep_cache(struct fuse_file_info *fi) { fi->keep_cache = 1; }

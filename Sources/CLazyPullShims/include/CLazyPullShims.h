@@ -4,6 +4,8 @@
 // Typed, non-variadic C entry points for the macro and variadic parts of
 // libcurl and zlib, which Swift cannot call directly.
 
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
 #include <curl/curl.h>
 #include <zlib.h>
 #include <sys/types.h>
@@ -38,6 +40,17 @@ int lp_inflate_init2(z_stream *stream, int window_bits);
 dev_t lp_makedev(unsigned int major, unsigned int minor);
 unsigned int lp_major(dev_t dev);
 unsigned int lp_minor(dev_t dev);
+
+/// A low-level FUSE session from an argv of mount options (`fuse_session_new`).
+struct fuse_session *lp_fuse_session_new(int argc, char **argv, const struct fuse_lowlevel_ops *ops,
+                                         void *userdata);
+/// The multi-threaded loop with a loop config (a macro over versioned symbols in libfuse).
+int lp_fuse_session_loop_mt(struct fuse_session *se, unsigned int max_threads, unsigned int max_idle_threads);
+/// Capabilities of an immutable layer: readdirplus always (not adaptive), async and
+/// parallel reads, large background queue. Applied in `init`.
+void lp_fuse_conn_configure(struct fuse_conn_info *conn, unsigned int max_background);
+/// Sets `keep_cache` (a bitfield) on an open reply.
+void lp_fuse_file_info_keep_cache(struct fuse_file_info *fi);
 
 /// `syncfs(2)` needs _GNU_SOURCE, which Swift's Glibc module does not define.
 int lp_syncfs(int fd);

@@ -1,0 +1,250 @@
+import CFuse3
+import CLazyPullShims
+import Foundation
+import LazyPullOCI
+
+/// An errno answer to a FUSE request.
+public struct FUSEError: Error, Equatable, Sendable {
+    public let errno: Int32
+    public init(_ errno: Int32) { self.errno = errno }
+}
+
+/// What `lookup` and `readdirplus` return for a name.
+public struct FUSEEntry: Sendable {
+    public var inode: UInt64
+    public var attributes: stat
+    public init(inode: UInt64, attributes: stat) {
+        self.inode = inode
+        self.attributes = attributes
+    }
+}
+
+/// One name in a directory listing.
+public struct FUSEDirectoryEntry: Sendable {
+    public var name: String
+    public var entry: FUSEEntry
+    public init(name: String, entry: FUSEEntry) {
+        self.name = name
+        self.entry = entry
+    }
+}
+
+/// A read-only file system served through ``FUSEServer``. Methods are called from several
+/// FUSE worker threads at once and may block (a remote read does). Inodes are the file
+/// system's own; the root is `FUSE_ROOT_ID` (1). Errors are ``FUSEError``s; anything else
+/// becomes EIO.
+public protocol FUSEFileSystem: AnyObject, Sendable {
+    func lookup(parent: UInt64, name: String) throws -> FUSEEntry
+    func attributes(of inode: UInt64) throws -> stat
+    func readlink(_ inode: UInt64) throws -> String
+    func open(_ inode: UInt64) throws
+    func read(_ inode: UInt64, offset: Int64, size: Int) throws -> [UInt8]
+    /// The whole listing, without "." and ".."; the server pages through it.
+    func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry]
+    func xattr(_ inode: UInt64, name: String) throws -> [UInt8]
+    func xattrNames(_ inode: UInt64) throws -> [String]
+}
+
+/// A generic low-level libfuse3 server: mounts a ``FUSEFileSystem`` at a directory and runs
+/// libfuse's multi-threaded loop on a thread of its own. Every request is answered exactly
+/// once. Layers are immutable, so entries and attributes are cached by the kernel for a long
+/// time, files are opened with `keep_cache`, and readdirplus is always on (libfuse 3.14's
+/// adaptive mode falls back to one LOOKUP per name).
+public final class FUSEServer: @unchecked Sendable {
+    public let mountpoint: String
+    let fileSystem: FUSEFileSystem
+    private var session: OpaquePointer?
+    private var loop: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+    /// Immutable content: the kernel may cache names and attributes for a day.
+    static let cacheTimeout: Double = 86_400
+
+    public init(fileSystem: FUSEFileSystem, mountpoint: String) {
+        self.fileSystem = fileSystem
+        self.mountpoint = mountpoint
+    }
+
+    /// Mounts and starts serving. `options` are FUSE mount options.
+    public func start(options: [String] = ["ro", "allow_other", "default_permissions", "fsname=lazypull",
+                                           "subtype=lazypull"], threads: UInt32 = 16) throws {
+        var ops = fuse_lowlevel_ops()
+        Self.install(&ops)
+        let arguments: [String] = ["lazypull", "-o", options.joined(separator: ",")]
+        let argv = arguments.map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var cArgv: [UnsafeMutablePointer<CChar>?] = argv
+        let me = Unmanaged.passRetained(self).toOpaque()
+        guard let se = lp_fuse_session_new(Int32(argv.count), &cArgv, &ops, me) else {
+            Unmanaged<FUSEServer>.fromOpaque(me).release()
+            throw LazyPullError(.io, "cannot create FUSE session for \(mountpoint)")
+        }
+        guard fuse_session_mount(se, mountpoint) == 0 else {
+            fuse_session_destroy(se)
+            Unmanaged<FUSEServer>.fromOpaque(me).release()
+            throw LazyPullError(.io, "cannot mount FUSE at \(mountpoint) (is /dev/fuse available?)")
+        }
+        session = se
+        let seBox = UncheckedSession(se)
+        let retained = UncheckedSession(OpaquePointer(me))
+        let thread = Thread { [finished] in
+            _ = lp_fuse_session_loop_mt(seBox.pointer, threads, threads / 2)
+            fuse_session_unmount(seBox.pointer)
+            fuse_session_destroy(seBox.pointer)
+            Unmanaged<FUSEServer>.fromOpaque(UnsafeRawPointer(retained.pointer)).release()
+            finished.signal()
+        }
+        thread.name = "fuse \(mountpoint)"
+        thread.start()
+        loop = thread
+    }
+
+    /// Unmounts (lazily, so busy mounts detach) and waits for the loop to end.
+    public func stop() {
+        guard session != nil else { return }
+        umount2(mountpoint, Int32(MNT_DETACH))
+        finished.wait()
+        session = nil
+    }
+
+    /// Blocks until the session ends (the mount was unmounted).
+    public func wait() {
+        guard session != nil else { return }
+        finished.wait()
+        finished.signal()
+    }
+
+    // MARK: Dispatch
+
+    static func server(_ req: fuse_req_t?) -> FUSEServer {
+        Unmanaged<FUSEServer>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    }
+
+    static func code(of error: Error) -> Int32 {
+        if let e = error as? FUSEError { return e.errno }
+        return EIO
+    }
+
+    static func entryParam(_ entry: FUSEEntry) -> fuse_entry_param {
+        var p = fuse_entry_param()
+        p.ino = entry.inode
+        p.generation = 1
+        p.attr = entry.attributes
+        p.attr_timeout = cacheTimeout
+        p.entry_timeout = cacheTimeout
+        return p
+    }
+
+    static func install(_ ops: inout fuse_lowlevel_ops) {
+        ops.`init` = { _, conn in lp_fuse_conn_configure(conn, 64) }
+        ops.lookup = { req, parent, name in
+            let fs = FUSEServer.server(req).fileSystem
+            do {
+                var p = FUSEServer.entryParam(try fs.lookup(parent: parent, name: String(cString: name!)))
+                fuse_reply_entry(req, &p)
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        // Inodes live as long as the mount: nothing to release.
+        ops.forget = { req, _, _ in fuse_reply_none(req) }
+        ops.forget_multi = { req, _, _ in fuse_reply_none(req) }
+        ops.getattr = { req, inode, _ in
+            do {
+                var st = try FUSEServer.server(req).fileSystem.attributes(of: inode)
+                fuse_reply_attr(req, &st, FUSEServer.cacheTimeout)
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        ops.readlink = { req, inode in
+            do { fuse_reply_readlink(req, try FUSEServer.server(req).fileSystem.readlink(inode)) }
+            catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        ops.open = { req, inode, fi in
+            do {
+                try FUSEServer.server(req).fileSystem.open(inode)
+                lp_fuse_file_info_keep_cache(fi)
+                fuse_reply_open(req, fi)
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        ops.read = { req, inode, size, offset, _ in
+            do {
+                let data = try FUSEServer.server(req).fileSystem.read(inode, offset: Int64(offset), size: size)
+                data.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        ops.release = { req, _, _ in fuse_reply_err(req, 0) }
+        ops.opendir = { req, inode, fi in
+            do {
+                let st = try FUSEServer.server(req).fileSystem.attributes(of: inode)
+                guard st.st_mode & S_IFMT == S_IFDIR else { throw FUSEError(ENOTDIR) }
+                lp_fuse_file_info_keep_cache(fi)
+                fuse_reply_open(req, fi)
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        ops.releasedir = { req, _, _ in fuse_reply_err(req, 0) }
+        ops.readdir = { req, inode, size, offset, _ in FUSEServer.readdir(req, inode, size, offset, plus: false) }
+        ops.readdirplus = { req, inode, size, offset, _ in FUSEServer.readdir(req, inode, size, offset, plus: true) }
+        ops.statfs = { req, _ in
+            var st = statvfs()
+            st.f_bsize = 4096
+            st.f_frsize = 4096
+            st.f_namemax = 255
+            fuse_reply_statfs(req, &st)
+        }
+        ops.getxattr = { req, inode, name, size in
+            do {
+                let value = try FUSEServer.server(req).fileSystem.xattr(inode, name: String(cString: name!))
+                if size == 0 {
+                    fuse_reply_xattr(req, value.count)
+                } else if size < value.count {
+                    fuse_reply_err(req, ERANGE)
+                } else {
+                    value.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+                }
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+        ops.listxattr = { req, inode, size in
+            do {
+                var list: [UInt8] = []
+                for name in try FUSEServer.server(req).fileSystem.xattrNames(inode) { list += Array(name.utf8) + [0] }
+                if size == 0 {
+                    fuse_reply_xattr(req, list.count)
+                } else if size < list.count {
+                    fuse_reply_err(req, ERANGE)
+                } else {
+                    list.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+                }
+            } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+        }
+    }
+
+    /// Pages through a directory listing: `offset` is the index of the next entry.
+    static func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
+        do {
+            let entries = try FUSEServer.server(req).fileSystem.directoryEntries(inode)
+            var buffer = [CChar](repeating: 0, count: size)
+            var used = 0
+            var index = Int(offset)
+            while index < entries.count {
+                let e = entries[index]
+                let remaining = size - used
+                let needed: Int = buffer.withUnsafeMutableBufferPointer { buf in
+                    let at = buf.baseAddress! + used
+                    if plus {
+                        var p = entryParam(e.entry)
+                        return fuse_add_direntry_plus(req, at, remaining, e.name, &p, off_t(index + 1))
+                    } else {
+                        var st = e.entry.attributes
+                        return fuse_add_direntry(req, at, remaining, e.name, &st, off_t(index + 1))
+                    }
+                }
+                if needed > remaining { break }
+                used += needed
+                index += 1
+            }
+            buffer.withUnsafeBufferPointer { _ = fuse_reply_buf(req, $0.baseAddress, used) }
+        } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
+    }
+}
+
+private struct UncheckedSession: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+}
