@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "LazyPullContent", dependencies: ["LazyPullOCI", "CSQLite"]),
         .target(name: "LazyPullLayers", dependencies: ["LazyPullOCI", "CZlib", "CZstd", "CIsal", "CLazyPullShims"]),
         .target(name: "LazyPullFUSE", dependencies: ["CFuse3", "CLazyPullShims", "LazyPullOCI"]),
+        .target(name: "LazyPullFS", dependencies: ["LazyPullFUSE", "LazyPullLayers", "LazyPullOCI", "CLazyPullShims"]),
         .target(name: "LazyPullSnapshots", dependencies: ["LazyPullOCI", "LazyPullContent", "CLazyPullShims"]),
         .target(name: "LazyPullImages", dependencies: [
             "CLazyPullShims", "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
@@ -41,7 +42,7 @@ let package = Package(
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),
         .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
-        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFUSE", "CLazyPullShims"]),
+        .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFUSE", "LazyPullFS", "CLazyPullShims"]),
     ],
     swiftLanguageModes: [.v6]
 )

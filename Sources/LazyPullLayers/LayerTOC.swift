@@ -73,15 +73,30 @@ public enum LayerTOCReader {
     /// Returns the TOC and its JSON as verified.
     public static func read(_ layer: Descriptor,
                             fetch: (_ offset: Int64, _ length: Int64) throws -> [UInt8]) throws -> (LayerTOC, [UInt8]) {
+        let located = try locate(layer, fetch: fetch)
+        return (located.toc, located.json)
+    }
+
+    /// A verified TOC and where the file data before it ends.
+    public struct Located: Sendable {
+        public var format: LazyLayerFormat
+        public var toc: LayerTOC
+        public var json: [UInt8]
+        /// Offset of the TOC in the blob: the compressed data of the last chunk ends here.
+        public var dataEnd: Int64
+    }
+
+    public static func locate(_ layer: Descriptor,
+                              fetch: (_ offset: Int64, _ length: Int64) throws -> [UInt8]) throws -> Located {
         guard let format = format(of: layer) else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest) carries no eStargz or zstd:chunked table of contents")
         }
-        let json: [UInt8]
+        let (json, dataEnd): ([UInt8], Int64)
         switch format {
-        case .estargz: json = try readEStargzTOC(layer, fetch: fetch)
-        case .zstdChunked: json = try readZstdChunkedTOC(layer, fetch: fetch)
+        case .estargz: (json, dataEnd) = try readEStargzTOC(layer, fetch: fetch)
+        case .zstdChunked: (json, dataEnd) = try readZstdChunkedTOC(layer, fetch: fetch)
         }
-        return (try decode(json, layer: layer.digest), json)
+        return Located(format: format, toc: try decode(json, layer: layer.digest), json: json, dataEnd: dataEnd)
     }
 
     public static func decode(_ json: [UInt8], layer: Digest) throws -> LayerTOC {
@@ -104,7 +119,7 @@ public enum LayerTOCReader {
         return offset
     }
 
-    static func readEStargzTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> [UInt8] {
+    static func readEStargzTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> ([UInt8], Int64) {
         guard layer.size > footerSize else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest) is too small for eStargz")
         }
@@ -126,14 +141,14 @@ public enum LayerTOCReader {
             }
             let expected = try Digest(parsing: layer.annotations?[tocDigestAnnotation] ?? "")
             try expected.verify(Digest.sha256(of: json), what: "table of contents of layer \(layer.digest)")
-            return json
+            return (json, tocOffset)
         }
         throw LazyPullError(.invalidLayer, "layer \(layer.digest): no \(tocTarName) in the eStargz TOC")
     }
 
     /// `manifest-position` is `offset:length:uncompressedLength:type`; the checksum covers
     /// the compressed manifest bytes.
-    static func readZstdChunkedTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> [UInt8] {
+    static func readZstdChunkedTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> ([UInt8], Int64) {
         let annotations = layer.annotations ?? [:]
         let position = zstdPositionAnnotations.compactMap { annotations[$0] }.first ?? ""
         let fields = position.split(separator: ":").map { Int64($0) }
@@ -152,6 +167,7 @@ public enum LayerTOCReader {
         guard n == json.count, try extra.withUnsafeMutableBytes({ try source.read(into: $0) }) == 0 else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest): zstd:chunked manifest is not \(uncompressed) bytes")
         }
-        return json
+        // The manifest sits in a skippable frame: an 8-byte frame header precedes it.
+        return (json, max(0, offset - 8))
     }
 }

@@ -55,7 +55,7 @@ public final class LayerUnpacker {
     // MARK: Names
 
     /// Splits a tar name into clean components; rejects absolute names and `..`.
-    static func components(of name: String, entry: String) throws -> [String] {
+    public static func components(of name: String, entry: String) throws -> [String] {
         if name.hasPrefix("/") {
             throw LazyPullError(.hostileLayer, "layer entry \"\(entry)\" has an absolute path")
         }

@@ -1,0 +1,322 @@
+import CLazyPullShims
+import Foundation
+import LazyPullFUSE
+import LazyPullLayers
+import LazyPullOCI
+import Synchronization
+
+/// A piece of a regular file's content: where it sits in the file, where its compressed
+/// bytes sit in the blob, and the digest the verified TOC gives it.
+struct Chunk: Sendable {
+    var fileOffset: Int64
+    var size: Int64
+    var compressedStart: Int64
+    var compressedEnd: Int64
+    /// Offset of the chunk inside its decompressed frame (several chunks may share one).
+    var innerOffset: Int64
+    var digest: Digest
+}
+
+/// One inode of the layer tree.
+struct Node: Sendable {
+    var attributes: stat
+    var children: [(name: String, inode: UInt64)] = []
+    var childIndex: [String: UInt64] = [:]
+    var linkTarget = ""
+    var xattrs: [(name: String, value: [UInt8])] = []
+    var chunks: [Chunk] = []
+}
+
+/// The file system of one eStargz or zstd:chunked layer, in overlayfs lower format, built from
+/// its verified table of contents. Metadata is answered from memory; file contents are
+/// fetched chunk by chunk through `fetch` (HTTP Range) the first time they are read, verified
+/// against the chunk digest, and kept. A chunk that fails verification is never served.
+public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
+    private var nodes: [Node] = []           // index = inode - 1; immutable after init
+    private let format: LazyLayerFormat
+    private let fetch: @Sendable (Int64, Int64) throws -> [UInt8]
+    private let cache = ChunkStore()
+
+    /// Names that are format metadata, not image content (DESIGN §5): hidden from the tree.
+    static let hiddenNames: Set<String> = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
+
+    public init(located: LayerTOCReader.Located, fetch: @escaping @Sendable (Int64, Int64) throws -> [UInt8]) throws {
+        self.format = located.format
+        self.fetch = fetch
+        var root = stat()
+        root.st_mode = S_IFDIR | 0o755
+        root.st_nlink = 2
+        root.st_ino = 1
+        nodes = [Node(attributes: root)]
+        try build(located.toc, dataEnd: located.dataEnd)
+    }
+
+    // MARK: Building the tree
+
+    private func build(_ toc: LayerTOC, dataEnd: Int64) throws {
+        let offsets = Array(Set(toc.entries.compactMap(\.offset))).sorted()
+        func compressedEnd(after start: Int64, explicit: Int64?) -> Int64 {
+            if let explicit, explicit > start { return explicit }
+            var lo = 0, hi = offsets.count
+            while lo < hi { let mid = (lo + hi) / 2; if offsets[mid] <= start { lo = mid + 1 } else { hi = mid } }
+            return lo < offsets.count ? offsets[lo] : dataEnd
+        }
+        var lastFile: UInt64?
+        for entry in toc.entries {
+            let path = try LayerUnpacker.components(of: entry.name, entry: entry.name)
+            if entry.type == "chunk" {
+                guard let file = lastFile, let start = entry.offset, let digest = entry.chunkDigest else {
+                    throw LazyPullError(.invalidLayer, "TOC chunk entry \"\(entry.name)\" without a file, offset or digest")
+                }
+                let fileSize = Int64(nodes[Int(file - 1)].attributes.st_size)
+                let chunkOffset = entry.chunkOffset ?? 0
+                let size = (entry.chunkSize ?? 0) > 0 ? entry.chunkSize! : fileSize - chunkOffset
+                nodes[Int(file - 1)].chunks.append(Chunk(
+                    fileOffset: chunkOffset, size: size, compressedStart: start,
+                    compressedEnd: compressedEnd(after: start, explicit: entry.endOffset),
+                    innerOffset: entry.innerOffset ?? 0, digest: try Digest(parsing: digest)))
+                continue
+            }
+            guard let base = path.last else { continue }       // the root entry keeps defaults
+            if path.count == 1 && Self.hiddenNames.contains(base) { continue }
+            let parent = try directory(Array(path.dropLast()))
+            if base == ".wh..wh..opq" {
+                nodes[Int(parent - 1)].xattrs.append(("trusted.overlay.opaque", Array("y".utf8)))
+                continue
+            }
+            if base.hasPrefix(".wh.") {
+                var st = stat()
+                st.st_mode = S_IFCHR
+                st.st_rdev = lp_makedev(0, 0)
+                st.st_nlink = 1
+                st.st_uid = UInt32(entry.uid ?? 0)
+                st.st_gid = UInt32(entry.gid ?? 0)
+                _ = add(Node(attributes: st), named: String(base.dropFirst(4)), in: parent)
+                continue
+            }
+            var st = stat()
+            st.st_nlink = 1
+            st.st_uid = UInt32(entry.uid ?? 0)
+            st.st_gid = UInt32(entry.gid ?? 0)
+            let seconds = try Self.parseTime(entry.modtime)
+            st.st_mtim = timespec(tv_sec: Int(seconds), tv_nsec: 0)
+            st.st_atim = st.st_mtim
+            st.st_ctim = st.st_mtim
+            let permissions = mode_t(entry.mode ?? 0) & 0o7777
+            var node = Node(attributes: st)
+            node.xattrs = try (entry.xattrs ?? [:]).sorted { $0.key < $1.key }.map { name, value in
+                guard let bytes = Data(base64Encoded: value) else {
+                    throw LazyPullError(.invalidLayer, "TOC entry \"\(entry.name)\": xattr \(name) is not base64")
+                }
+                return (name, Array(bytes))
+            }
+            switch entry.type {
+            case "dir":
+                node.attributes.st_mode = S_IFDIR | permissions
+                node.attributes.st_nlink = 2
+                if let existing = nodes[Int(parent - 1)].childIndex[base],
+                   nodes[Int(existing - 1)].attributes.st_mode & S_IFMT == S_IFDIR {
+                    // An implicit parent made earlier: take the entry's attributes, keep children.
+                    node.children = nodes[Int(existing - 1)].children
+                    node.childIndex = nodes[Int(existing - 1)].childIndex
+                    node.xattrs += nodes[Int(existing - 1)].xattrs.filter { $0.name.hasPrefix("trusted.overlay.") }
+                    node.attributes.st_ino = UInt(existing)
+                    nodes[Int(existing - 1)] = node
+                    continue
+                }
+                _ = add(node, named: base, in: parent)
+            case "reg":
+                node.attributes.st_mode = S_IFREG | permissions
+                let size = entry.size ?? 0
+                node.attributes.st_size = Int(size)
+                node.attributes.st_blocks = Int((size + 511) / 512)
+                if size > 0 {
+                    guard let start = entry.offset, let digest = entry.chunkDigest ?? entry.digest else {
+                        throw LazyPullError(.invalidLayer, "TOC entry \"\(entry.name)\" has content but no offset or digest")
+                    }
+                    let chunkSize = (entry.chunkSize ?? 0) > 0 ? entry.chunkSize! : size
+                    node.chunks = [Chunk(fileOffset: 0, size: chunkSize, compressedStart: start,
+                                         compressedEnd: compressedEnd(after: start, explicit: entry.endOffset),
+                                         innerOffset: entry.innerOffset ?? 0, digest: try Digest(parsing: digest))]
+                }
+                lastFile = add(node, named: base, in: parent)
+            case "symlink":
+                node.attributes.st_mode = S_IFLNK | 0o777
+                node.linkTarget = entry.linkName ?? ""
+                node.attributes.st_size = node.linkTarget.utf8.count
+                _ = add(node, named: base, in: parent)
+            case "hardlink":
+                let target = try LayerUnpacker.components(of: entry.linkName ?? "", entry: entry.name)
+                guard let inode = lookupPath(target), nodes[Int(inode - 1)].attributes.st_mode & S_IFMT != S_IFDIR else {
+                    throw LazyPullError(.invalidLayer, "TOC hardlink \"\(entry.name)\" to missing \"\(entry.linkName ?? "")\"")
+                }
+                nodes[Int(inode - 1)].attributes.st_nlink += 1
+                link(inode, named: base, in: parent)
+            case "char", "block", "fifo":
+                let kind: mode_t = entry.type == "fifo" ? S_IFIFO : (entry.type == "block" ? S_IFBLK : S_IFCHR)
+                node.attributes.st_mode = kind | permissions
+                node.attributes.st_rdev = lp_makedev(UInt32(entry.devMajor ?? 0), UInt32(entry.devMinor ?? 0))
+                _ = add(node, named: base, in: parent)
+            default:
+                throw LazyPullError(.invalidLayer, "TOC entry \"\(entry.name)\" has unknown type \"\(entry.type)\"")
+            }
+        }
+    }
+
+    /// The directory at `path`, created (0755, root) when the TOC did not list it first.
+    private func directory(_ path: [String]) throws -> UInt64 {
+        var current: UInt64 = 1
+        for component in path {
+            if let child = nodes[Int(current - 1)].childIndex[component] {
+                guard nodes[Int(child - 1)].attributes.st_mode & S_IFMT == S_IFDIR else {
+                    throw LazyPullError(.hostileLayer, "TOC entry goes through \"\(component)\", which is not a directory")
+                }
+                current = child
+            } else {
+                var st = stat()
+                st.st_mode = S_IFDIR | 0o755
+                st.st_nlink = 2
+                current = add(Node(attributes: st), named: component, in: current)
+            }
+        }
+        return current
+    }
+
+    private func lookupPath(_ path: [String]) -> UInt64? {
+        var current: UInt64 = 1
+        for component in path {
+            guard let child = nodes[Int(current - 1)].childIndex[component] else { return nil }
+            current = child
+        }
+        return current
+    }
+
+    /// Adds a new inode; a name that already exists in the directory is replaced, as a later
+    /// tar entry replaces an earlier one.
+    private func add(_ node: Node, named name: String, in parent: UInt64) -> UInt64 {
+        var node = node
+        let inode = UInt64(nodes.count + 1)
+        node.attributes.st_ino = UInt(inode)
+        nodes.append(node)
+        link(inode, named: name, in: parent)
+        if node.attributes.st_mode & S_IFMT == S_IFDIR { nodes[Int(parent - 1)].attributes.st_nlink += 1 }
+        return inode
+    }
+
+    private func link(_ inode: UInt64, named name: String, in parent: UInt64) {
+        if nodes[Int(parent - 1)].childIndex[name] != nil {
+            nodes[Int(parent - 1)].children.removeAll { $0.name == name }
+        }
+        nodes[Int(parent - 1)].childIndex[name] = inode
+        nodes[Int(parent - 1)].children.append((name, inode))
+    }
+
+    /// RFC 3339 times as the TOC writes them (`2006-01-02T15:04:05Z`, maybe with a fraction
+    /// or an offset); whole seconds, as tar headers of these formats carry.
+    static func parseTime(_ text: String?) throws -> Int64 {
+        guard let text, !text.isEmpty else { return 0 }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        if let d = formatter.date(from: text) { return Int64(d.timeIntervalSince1970.rounded(.down)) }
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = formatter.date(from: text) { return Int64(d.timeIntervalSince1970.rounded(.down)) }
+        throw LazyPullError(.invalidLayer, "TOC modtime \"\(text)\" is not RFC 3339")
+    }
+
+    // MARK: FUSEFileSystem
+
+    private func node(_ inode: UInt64) throws -> Node {
+        guard inode >= 1, inode <= UInt64(nodes.count) else { throw FUSEError(ENOENT) }
+        return nodes[Int(inode - 1)]
+    }
+
+    public func lookup(parent: UInt64, name: String) throws -> FUSEEntry {
+        guard let inode = try node(parent).childIndex[name] else { throw FUSEError(ENOENT) }
+        return FUSEEntry(inode: inode, attributes: nodes[Int(inode - 1)].attributes)
+    }
+
+    public func attributes(of inode: UInt64) throws -> stat { try node(inode).attributes }
+
+    public func readlink(_ inode: UInt64) throws -> String {
+        let n = try node(inode)
+        guard n.attributes.st_mode & S_IFMT == S_IFLNK else { throw FUSEError(EINVAL) }
+        return n.linkTarget
+    }
+
+    public func open(_ inode: UInt64) throws {
+        guard try node(inode).attributes.st_mode & S_IFMT == S_IFREG else { throw FUSEError(EISDIR) }
+    }
+
+    public func read(_ inode: UInt64, offset: Int64, size: Int) throws -> [UInt8] {
+        let n = try node(inode)
+        let fileSize = Int64(n.attributes.st_size)
+        let end = min(fileSize, offset + Int64(size))
+        guard offset < end else { return [] }
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(end - offset))
+        for chunk in n.chunks where chunk.fileOffset < end && chunk.fileOffset + chunk.size > offset {
+            let data = try content(of: chunk)
+            let from = max(offset, chunk.fileOffset) - chunk.fileOffset
+            let to = min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset
+            out += data[Int(from)..<Int(to)]
+        }
+        return out
+    }
+
+    public func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry] {
+        let n = try node(inode)
+        return n.children.map { FUSEDirectoryEntry(name: $0.name, entry: FUSEEntry(inode: $0.inode, attributes: nodes[Int($0.inode - 1)].attributes)) }
+    }
+
+    public func xattr(_ inode: UInt64, name: String) throws -> [UInt8] {
+        guard let x = try node(inode).xattrs.first(where: { $0.name == name }) else { throw FUSEError(ENODATA) }
+        return x.value
+    }
+
+    public func xattrNames(_ inode: UInt64) throws -> [String] { try node(inode).xattrs.map(\.name) }
+
+    // MARK: Chunks
+
+    /// A chunk's bytes: from the store, or fetched once however many readers wait for it.
+    private func content(of chunk: Chunk) throws -> [UInt8] {
+        try cache.value(for: chunk.digest.description + "@\(chunk.compressedStart)+\(chunk.innerOffset)") {
+            let compressed = try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart)
+            let source: ByteSource = format == .estargz ? IsalGzipSource(MemorySource(compressed))
+                                                        : try ZstdSource(MemorySource(compressed))
+            var data = [UInt8](repeating: 0, count: Int(chunk.innerOffset + chunk.size))
+            let n = try data.withUnsafeMutableBytes { try source.readFully(into: $0) }
+            guard n == data.count else {
+                throw LazyPullError(.invalidLayer, "chunk at \(chunk.compressedStart) decompresses to \(n) bytes, not \(data.count)")
+            }
+            let bytes = Array(data[Int(chunk.innerOffset)...])
+            try chunk.digest.verify(Digest.sha256(of: bytes), what: "chunk at offset \(chunk.compressedStart)")
+            return bytes
+        }
+    }
+}
+
+/// Verified chunks by key, each computed at most once at a time: concurrent readers of a
+/// missing chunk wait for the one fetch. Failures are not kept, so a later read retries.
+final class ChunkStore: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var values: [String: [UInt8]] = [:]
+    private var inFlight: Set<String> = []
+
+    func value(for key: String, compute: () throws -> [UInt8]) throws -> [UInt8] {
+        condition.lock()
+        while true {
+            if let v = values[key] { condition.unlock(); return v }
+            if !inFlight.contains(key) { break }
+            condition.wait()
+        }
+        inFlight.insert(key)
+        condition.unlock()
+        let result = Result { try compute() }
+        condition.lock()
+        inFlight.remove(key)
+        if case .success(let v) = result { values[key] = v }
+        condition.broadcast()
+        condition.unlock()
+        return try result.get()
+    }
+}
