@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "LazyPullFS", dependencies: ["LazyPullFUSE", "LazyPullLayers", "LazyPullOCI", "CLazyPullShims"]),
         .target(name: "LazyPullSnapshots", dependencies: ["LazyPullOCI", "LazyPullContent", "CLazyPullShims"]),
         .target(name: "LazyPullImages", dependencies: [
-            "CLazyPullShims", "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
+            "CLazyPullShims", "LazyPullOCI", "LazyPullFUSE", "LazyPullFS", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
         ]),
         .target(name: "LazyPullCommands", dependencies: [
             "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",

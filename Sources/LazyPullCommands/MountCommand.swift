@@ -11,7 +11,7 @@ struct MountCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var registry: RegistryFlags
 
-    @Flag(help: "Pull and unpack every layer before mounting.")
+    @Flag(help: "Pull and unpack every layer before mounting (default: read eStargz/zstd:chunked layers lazily).")
     var eager = false
 
     @Flag(name: .customLong("read-only"), help: "Mount read-only (no writable upper layer).")
@@ -30,9 +30,6 @@ struct MountCommand: ParsableCommand {
     var directory: String
 
     func run() throws {
-        guard eager else {
-            throw LazyPullError(.invalidArgument, "lazy mounts are not available yet: use `lazypull mount --eager`")
-        }
         let ref = try Reference(parsing: reference)
         let target = try MountTable.canonicalTarget(directory, create: true)
         let state = try StateRoot(path: global.root)
@@ -41,6 +38,15 @@ struct MountCommand: ParsableCommand {
         }
         // Like `docker run`: an image already pulled (with all its layers) is used as it is.
         let options = try pullOptions(registry, quiet: quiet)
+        if !eager {
+            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            if let record = try LazyMount(state: state).mount(ref, at: target, readOnly: readOnly, options: options,
+                                                              executable: executable) {
+                if !quiet { print("mounted \(record.name) at \(target) (lazy)") }
+                return
+            }
+            FileHandle.standardError.write(Data("lazypull: notice: \(ref) has layers that cannot be read lazily; pulling it eagerly\n".utf8))
+        }
         let record: ImageRecord
         if !pull, let local = try state.metadata.image(named: ref.description),
            let localPlatform = try? Platform(parsing: local.platform),
@@ -67,5 +73,20 @@ struct UmountCommand: ParsableCommand {
     func run() throws {
         let target = try MountTable.canonicalTarget(directory, create: false)
         try MountTable(state: try StateRoot(path: global.root)).unmount(target)
+    }
+}
+
+/// The background process serving a lazy mount's FUSE layers (started by `mount`).
+struct FuseHostCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fuse-host", abstract: "Serve the FUSE layers of a lazy mount (internal).", shouldDisplay: false)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The layer host plan written by `lazypull mount`.")
+    var plan: String
+
+    func run() throws {
+        try LayerHost.serve(planPath: plan)
     }
 }

@@ -52,12 +52,19 @@ public struct MountRecord: Sendable, Codable, Equatable {
     public var image: String
     public var snapshotKey: String?
     public var readOnly: Bool
+    /// Snapshots whose `fs` is a FUSE mount of a lazily read layer, bottom first.
+    public var lazyLayerKeys: [String]?
+    /// The process serving those FUSE mounts.
+    public var hostPID: Int32?
 
-    public init(target: String, image: String, snapshotKey: String?, readOnly: Bool) {
+    public init(target: String, image: String, snapshotKey: String?, readOnly: Bool,
+                lazyLayerKeys: [String]? = nil, hostPID: Int32? = nil) {
         self.target = target
         self.image = image
         self.snapshotKey = snapshotKey
         self.readOnly = readOnly
+        self.lazyLayerKeys = lazyLayerKeys
+        self.hostPID = hostPID
     }
 }
 

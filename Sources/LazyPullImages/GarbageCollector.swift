@@ -25,6 +25,7 @@ public struct GarbageCollector: Sendable {
         var liveSnapshots = Set(images.flatMap { $0.chainIDs.map(\.description) })
         for mount in try state.metadata.mounts() {
             if let key = mount.snapshotKey { liveSnapshots.insert(key) }
+            liveSnapshots.formUnion(mount.lazyLayerKeys ?? [])
         }
         let all = try state.metadata.snapshots()
         // Parents of live snapshots stay too.

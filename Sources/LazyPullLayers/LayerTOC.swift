@@ -84,6 +84,13 @@ public enum LayerTOCReader {
         public var json: [UInt8]
         /// Offset of the TOC in the blob: the compressed data of the last chunk ends here.
         public var dataEnd: Int64
+
+        public init(format: LazyLayerFormat, toc: LayerTOC, json: [UInt8], dataEnd: Int64) {
+            self.format = format
+            self.toc = toc
+            self.json = json
+            self.dataEnd = dataEnd
+        }
     }
 
     public static func locate(_ layer: Descriptor,

@@ -1,0 +1,188 @@
+import CLazyPullShims
+import Foundation
+import LazyPullContent
+import LazyPullFS
+import LazyPullFUSE
+import LazyPullLayers
+import LazyPullOCI
+import LazyPullRegistry
+import LazyPullSnapshots
+
+/// What a layer host serves: one FUSE mount per lazily read layer.
+public struct LayerHostPlan: Codable, Sendable {
+    public struct Layer: Codable, Sendable {
+        public var reference: String
+        public var descriptor: Descriptor
+        public var mountpoint: String
+        /// The verified TOC, kept so the layer can be served again without asking for it.
+        public var tocPath: String
+        public var dataEnd: Int64
+    }
+    public var layers: [Layer]
+    public var plainHTTP: Bool
+    public var insecure: Bool
+    public var readyFile: String
+}
+
+/// `lazypull mount REF DIR` without `--eager`: the image's eStargz / zstd:chunked layers are
+/// served by a background layer host over FUSE and stacked by overlayfs; contents arrive by
+/// HTTP Range on first read. (This version starts one host per mount; DESIGN §2a's single
+/// long-lived host comes with `lazypull serve`.)
+public struct LazyMount: Sendable {
+    let state: StateRoot
+
+    public init(state: StateRoot) { self.state = state }
+
+    /// Mounts `reference` at `target` lazily, or returns nil when some layer cannot be read
+    /// lazily (the caller then pulls eagerly).
+    public func mount(_ reference: Reference, at target: String, readOnly: Bool, options: PullOptions,
+                      executable: String) throws -> ImageRecord? {
+        let registry = RegistryClient(reference: reference, options: options.registry)
+        let resolved = try registry.resolve(platform: options.platform)
+        let manifest = resolved.manifestValue
+        guard !manifest.layers.isEmpty, manifest.layers.allSatisfy({ LayerTOCReader.format(of: $0) != nil }) else {
+            return nil
+        }
+        let gcLock = try state.gcLock(.shared)
+        defer { withExtendedLifetime(gcLock) {} }
+        if let index = resolved.index { try state.content.write(index.bytes, as: index.descriptor.digest) }
+        try state.content.write(resolved.manifest.bytes, as: resolved.manifest.descriptor.digest)
+        let configBytes = try registry.fetchBlob(manifest.config)
+        try state.content.write(configBytes, as: manifest.config.digest)
+        let config = try ImageConfig.decode(configBytes, what: "\(manifest.config.digest) of \(reference)")
+
+        let id = UUID().uuidString
+        var keys: [String] = []
+        var planLayers: [LayerHostPlan.Layer] = []
+        do {
+            for (i, layer) in manifest.layers.enumerated() {
+                let located = try LayerTOCReader.locate(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+                let key = "lazy-\(id)-\(i)"
+                let snapshot = try state.snapshots.prepare(key: key, parent: nil, kind: .view)
+                keys.append(key)
+                let tocPath = state.snapshots.directory(of: snapshot) + "/toc.json"
+                guard FileManager.default.createFile(atPath: tocPath, contents: Data(located.json)) else {
+                    throw LazyPullError(.io, "cannot write \(tocPath)")
+                }
+                planLayers.append(.init(reference: reference.description, descriptor: layer,
+                                        mountpoint: state.snapshots.fsPath(of: snapshot), tocPath: tocPath,
+                                        dataEnd: located.dataEnd))
+            }
+            let planPath = "\(state.path)/hosts/\(id).json"
+            try FileManager.default.createDirectory(atPath: "\(state.path)/hosts", withIntermediateDirectories: true)
+            let plan = LayerHostPlan(layers: planLayers, plainHTTP: options.registry.plainHTTP,
+                                     insecure: options.registry.http.insecureSkipVerify, readyFile: planPath + ".ready")
+            try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
+            let pid = try LayerHost.spawn(executable: executable, root: state.path, plan: planPath,
+                                          log: "\(state.path)/hosts/\(id).log", ready: plan.readyFile)
+
+            let lowers = planLayers.reversed().map(\.mountpoint)
+            let upperKey = "mount-\(id)"
+            if readOnly {
+                if lowers.count == 1 { try Mounter.bind(lowers[0], at: target, readOnly: true) }
+                else { try Mounter.overlay(lowers: lowers, upper: nil, work: nil, at: target) }
+            } else {
+                let upper = try state.snapshots.prepare(key: upperKey, parent: nil)
+                let dir = state.snapshots.directory(of: upper)
+                try Mounter.overlay(lowers: lowers, upper: "\(dir)/fs", work: "\(dir)/work", at: target)
+            }
+            let record = ImageRecord(
+                name: reference.description, target: resolved.target, manifest: resolved.manifest.descriptor.digest,
+                config: manifest.config.digest, chainIDs: ChainID.chain(config.rootfs.diffIDs),
+                content: [resolved.index?.descriptor.digest, resolved.manifest.descriptor.digest, manifest.config.digest].compactMap { $0 },
+                size: manifest.layers.reduce(0) { $0 + $1.size },
+                platform: [config.os ?? "linux", config.architecture ?? "amd64", config.variant].compactMap { $0 }.joined(separator: "/"))
+            try state.metadata.putImage(record)
+            try state.metadata.putMount(MountRecord(target: target, image: record.name,
+                                                    snapshotKey: readOnly ? nil : upperKey, readOnly: readOnly,
+                                                    lazyLayerKeys: keys, hostPID: pid))
+            return record
+        } catch {
+            for key in keys {
+                if let s = try? state.metadata.snapshot(key) { umount2(state.snapshots.fsPath(of: s), Int32(MNT_DETACH)) }
+                try? state.snapshots.remove(key)
+            }
+            throw error
+        }
+    }
+
+    /// Unmounts the FUSE layers of a lazy mount and waits (bounded) for its host to exit.
+    public func release(_ record: MountRecord) throws {
+        for key in record.lazyLayerKeys ?? [] {
+            guard let snapshot = try state.metadata.snapshot(key) else { continue }
+            umount2(state.snapshots.fsPath(of: snapshot), Int32(MNT_DETACH))
+        }
+        if let pid = record.hostPID {
+            let deadline = Date().addingTimeInterval(10)
+            while kill(pid, 0) == 0 && Date() < deadline {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid { break }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
+        for key in record.lazyLayerKeys ?? [] where try state.metadata.snapshot(key) != nil {
+            try state.snapshots.remove(key)
+        }
+    }
+}
+
+/// The background process that serves the FUSE mounts of lazily read layers.
+public enum LayerHost {
+    /// Starts `executable fuse-host` in a session of its own (it outlives the CLI) and waits
+    /// until it reports every layer mounted.
+    static func spawn(executable: String, root: String, plan: String, log: String, ready: String) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, 0x80)   // POSIX_SPAWN_SETSID
+        let arguments = [executable, "fuse-host", "--root", root, plan]
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw LazyPullError(.io, "cannot start the layer host \(executable): \(String(cString: strerror(rc)))") }
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: ready) {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid || Date() > deadline {
+                kill(pid, SIGKILL)
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                let last = text.split(separator: "\n").last.map(String.init) ?? "no output"
+                throw LazyPullError(.io, "the layer host did not start: \(last)")
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return pid
+    }
+
+    /// Serves every layer of `plan` until all of them are unmounted.
+    public static func serve(planPath: String) throws {
+        let plan = try JSONDecoder().decode(LayerHostPlan.self, from: Data(contentsOf: URL(fileURLWithPath: planPath)))
+        var registryOptions = RegistryOptions()
+        registryOptions.plainHTTP = plan.plainHTTP
+        registryOptions.http.insecureSkipVerify = plan.insecure
+        var servers: [FUSEServer] = []
+        for layer in plan.layers {
+            let client = RegistryClient(reference: try Reference(parsing: layer.reference), options: registryOptions)
+            let json = try Array(Data(contentsOf: URL(fileURLWithPath: layer.tocPath)))
+            let located = LayerTOCReader.Located(
+                format: LayerTOCReader.format(of: layer.descriptor) ?? .estargz,
+                toc: try LayerTOCReader.decode(json, layer: layer.descriptor.digest), json: json, dataEnd: layer.dataEnd)
+            let digest = layer.descriptor.digest
+            let fs = try LayerFileSystem(located: located) { try client.fetchRange(digest, offset: $0, length: $1) }
+            let server = FUSEServer(fileSystem: fs, mountpoint: layer.mountpoint)
+            try server.start()
+            servers.append(server)
+        }
+        FileManager.default.createFile(atPath: plan.readyFile, contents: nil)
+        for server in servers { server.wait() }
+        try? FileManager.default.removeItem(atPath: planPath)
+        try? FileManager.default.removeItem(atPath: plan.readyFile)
+    }
+}
