@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+
+/// Lazy mounts against the reference: containerd's unpack of the original image, for layers
+/// converted by Debian's ctr-remote, mounted by `lazypull mount` (FUSE layer host + overlayfs).
+@Suite("Lazy mounts", .serialized)
+struct LazyMountTests {
+    @Test("lazy eStargz and zstd:chunked mounts equal containerd's tree of the original",
+          arguments: ["estargz", "zstdchunked"])
+    func conformance(converter: String) throws {
+        let tmp = try TemporaryDirectory("lazy")
+        let registry = try TestRegistry(in: tmp.path)
+        let original = "\(registry.host)/conformance:v1"
+        try run(["make-conformance-image.sh", registry.host, "conformance:v1"])
+        let containerd = try TestContainerd(in: tmp.path)
+        let reference = try containerd.referenceTree(original, in: tmp.path)
+        let converted = "\(registry.host)/conformance:\(converter)"
+        try run(["convert-image.sh", containerd.socket, original, converted, converter])
+
+        let root = tmp.path + "/root"
+        let mnt = tmp.path + "/mnt"
+        let mounted = try lazypull(["mount", "--read-only", converted, mnt], root: root)
+        #expect(mounted.stdout.contains("(lazy)"))
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        let tree = try run(["treedump.py", mnt]).stdout
+        #expect(tree == reference, "lazy \(converter) tree differs from containerd's:\n\(lineDiff(reference, tree))")
+        try lazypull(["umount", mnt], root: root)
+        #expect(!isMounted(mnt))
+        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(root))
+    }
+
+    @Test("reading one file fetches a small part of the image, counted on the wire")
+    func laziness() throws {
+        let tmp = try TemporaryDirectory("laziness")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "small:v1", "16"])
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
+        let port = freePort()
+        let log = tmp.path + "/proxy.log"
+        let proxy = try BackgroundProcess(
+            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", log,
+             "--ready-file", tmp.path + "/ready"], readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
+        let root = tmp.path + "/root"
+        let mnt = tmp.path + "/mnt"
+        try lazypull(["mount", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        #expect(try String(contentsOfFile: mnt + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        let blobBytes = logLines(log).filter { (($0["path"] as? String) ?? "").contains("/blobs/") }
+            .compactMap { $0["bytes_sent"] as? Int }.reduce(0, +)
+        #expect(blobBytes > 0)
+        #expect(blobBytes < 16 * 1024 * 1024 / 10, "fetched \(blobBytes) bytes to read one small file")
+        // The rest is there when asked for.
+        let data = try Data(contentsOf: URL(fileURLWithPath: mnt + "/data.bin"))
+        #expect(data.count == 16 * 1024 * 1024)
+        try lazypull(["umount", mnt], root: root)
+        withExtendedLifetime(proxy) {}
+    }
+
+    @Test("an image without lazy layers is pulled eagerly, with a notice")
+    func fallback() throws {
+        let tmp = try TemporaryDirectory("fallback")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "small:v1", "1"])
+        let root = tmp.path + "/root"
+        let mnt = tmp.path + "/mnt"
+        let result = try lazypull(["mount", "\(registry.host)/small:v1", mnt], root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        #expect(result.stderr.contains("cannot be read lazily"))
+        #expect(try String(contentsOfFile: mnt + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+    }
+
+    @Test("runc runs a container on a lazy mount")
+    func runcOnLazyMount() throws {
+        let tmp = try TemporaryDirectory("lazyrunc")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-busybox-image.sh", registry.host, "busybox:v1"])
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/busybox:v1", "\(registry.host)/busybox:esgz", "estargz"])
+        let root = tmp.path + "/root"
+        let bundle = tmp.path + "/bundle"
+        try lazypull(["mount", "\(registry.host)/busybox:esgz", bundle + "/rootfs"], root: root)
+        defer { _ = try? lazypull(["umount", bundle + "/rootfs"], root: root, check: false) }
+        #expect(try runEchoOK(bundle: bundle, scratch: tmp.path) == "ok\n")
+    }
+}
+
+/// Runs `/bin/sh -c 'echo ok'` with runc in `bundle` (whose rootfs is mounted) and returns stdout.
+func runEchoOK(bundle: String, scratch: String) throws -> String {
+    try run(["runc", "spec", "--bundle", bundle])
+    let configPath = bundle + "/config.json"
+    var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as! [String: Any]
+    var process = config["process"] as! [String: Any]
+    process["terminal"] = false
+    process["args"] = ["/bin/sh", "-c", "echo ok"]
+    config["process"] = process
+    try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+    let id = "lazypull-test-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+    defer { _ = try? run(["runc", "--root", scratch + "/runc", "delete", "--force", id], check: false) }
+    return try run(["runc", "--root", scratch + "/runc", "run", "--bundle", bundle, id]).stdout
+}
