@@ -35,14 +35,17 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     private var nodes: [Node] = []           // index = inode - 1; immutable after init
     private let format: LazyLayerFormat
     private let fetch: @Sendable (Int64, Int64) throws -> [UInt8]
-    private let cache = ChunkStore()
+    private let cache: ChunkCache
 
     /// Names that are format metadata, not image content (DESIGN §5): hidden from the tree.
     static let hiddenNames: Set<String> = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 
-    public init(located: LayerTOCReader.Located, fetch: @escaping @Sendable (Int64, Int64) throws -> [UInt8]) throws {
+    /// `cacheDirectory` holds verified chunks, shared by every layer (chunks are named by digest).
+    public init(located: LayerTOCReader.Located, cacheDirectory: String,
+                fetch: @escaping @Sendable (Int64, Int64) throws -> [UInt8]) throws {
         self.format = located.format
         self.fetch = fetch
+        self.cache = try ChunkCache(directory: cacheDirectory)
         var root = stat()
         root.st_mode = S_IFDIR | 0o755
         root.st_nlink = 2
@@ -252,13 +255,14 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         let fileSize = Int64(n.attributes.st_size)
         let end = min(fileSize, offset + Int64(size))
         guard offset < end else { return [] }
-        var out: [UInt8] = []
-        out.reserveCapacity(Int(end - offset))
+        var out = [UInt8](repeating: 0, count: Int(end - offset))
         for chunk in n.chunks where chunk.fileOffset < end && chunk.fileOffset + chunk.size > offset {
-            let data = try content(of: chunk)
-            let from = max(offset, chunk.fileOffset) - chunk.fileOffset
-            let to = min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset
-            out += data[Int(from)..<Int(to)]
+            let from = max(offset, chunk.fileOffset)
+            let to = min(end, chunk.fileOffset + chunk.size)
+            try out.withUnsafeMutableBytes { buffer in
+                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(to - offset)])
+                try cache.read(chunk.digest, at: from - chunk.fileOffset, into: slice) { try fetchChunk(chunk) }
+            }
         }
         return out
     }
@@ -277,46 +281,88 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 
     // MARK: Chunks
 
-    /// A chunk's bytes: from the store, or fetched once however many readers wait for it.
-    private func content(of chunk: Chunk) throws -> [UInt8] {
-        try cache.value(for: chunk.digest.description + "@\(chunk.compressedStart)+\(chunk.innerOffset)") {
-            let compressed = try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart)
-            let source: ByteSource = format == .estargz ? IsalGzipSource(MemorySource(compressed))
-                                                        : try ZstdSource(MemorySource(compressed))
-            var data = [UInt8](repeating: 0, count: Int(chunk.innerOffset + chunk.size))
-            let n = try data.withUnsafeMutableBytes { try source.readFully(into: $0) }
-            guard n == data.count else {
-                throw LazyPullError(.invalidLayer, "chunk at \(chunk.compressedStart) decompresses to \(n) bytes, not \(data.count)")
-            }
-            let bytes = Array(data[Int(chunk.innerOffset)...])
-            try chunk.digest.verify(Digest.sha256(of: bytes), what: "chunk at offset \(chunk.compressedStart)")
-            return bytes
+    /// Fetches, decompresses and verifies one chunk. A chunk whose digest does not match is
+    /// an error (the read fails with EIO), never data.
+    private func fetchChunk(_ chunk: Chunk) throws -> [UInt8] {
+        let compressed = try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart)
+        let source: ByteSource = format == .estargz ? IsalGzipSource(MemorySource(compressed))
+                                                    : try ZstdSource(MemorySource(compressed))
+        var data = [UInt8](repeating: 0, count: Int(chunk.innerOffset + chunk.size))
+        let n = try data.withUnsafeMutableBytes { try source.readFully(into: $0) }
+        guard n == data.count else {
+            throw LazyPullError(.invalidLayer, "chunk at \(chunk.compressedStart) decompresses to \(n) bytes, not \(data.count)")
         }
+        let bytes = chunk.innerOffset == 0 ? data : Array(data[Int(chunk.innerOffset)...])
+        try chunk.digest.verify(Digest.sha256(of: bytes), what: "chunk at offset \(chunk.compressedStart)")
+        return bytes
     }
 }
 
-/// Verified chunks by key, each computed at most once at a time: concurrent readers of a
-/// missing chunk wait for the one fetch. Failures are not kept, so a later read retries.
-final class ChunkStore: @unchecked Sendable {
+/// Verified chunks on disk, one file per chunk digest (`<dir>/sha256/<hex>`), written by
+/// temp file and rename so a reader never sees a partial chunk. A missing chunk is fetched
+/// once however many readers wait for it; a failed fetch is not remembered, so a later read
+/// tries again (the mount recovers when the registry does).
+final class ChunkCache: @unchecked Sendable {
+    let directory: String
     private let condition = NSCondition()
-    private var values: [String: [UInt8]] = [:]
-    private var inFlight: Set<String> = []
+    private var inFlight: Set<Digest> = []
 
-    func value(for key: String, compute: () throws -> [UInt8]) throws -> [UInt8] {
+    init(directory: String) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory + "/sha256", withIntermediateDirectories: true)
+    }
+
+    func path(_ digest: Digest) -> String { "\(directory)/\(digest.algorithm)/\(digest.encoded)" }
+
+    /// Copies the chunk's bytes from `offset` into `buffer`, fetching the chunk if needed.
+    func read(_ digest: Digest, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
+              fetch: () throws -> [UInt8]) throws {
+        if try pread(digest, at: offset, into: buffer) { return }
         condition.lock()
-        while true {
-            if let v = values[key] { condition.unlock(); return v }
-            if !inFlight.contains(key) { break }
-            condition.wait()
+        while inFlight.contains(digest) { condition.wait() }
+        if FileManager.default.fileExists(atPath: path(digest)) {
+            condition.unlock()
+            guard try pread(digest, at: offset, into: buffer) else { throw LazyPullError(.io, "chunk \(digest) vanished from the cache") }
+            return
         }
-        inFlight.insert(key)
+        inFlight.insert(digest)
         condition.unlock()
-        let result = Result { try compute() }
-        condition.lock()
-        inFlight.remove(key)
-        if case .success(let v) = result { values[key] = v }
-        condition.broadcast()
-        condition.unlock()
-        return try result.get()
+        defer {
+            condition.lock()
+            inFlight.remove(digest)
+            condition.broadcast()
+            condition.unlock()
+        }
+        let bytes = try fetch()
+        try store(bytes, as: digest)
+        let n = min(buffer.count, max(0, bytes.count - Int(offset)))
+        bytes.withUnsafeBytes { src in buffer.baseAddress!.copyMemory(from: src.baseAddress! + Int(offset), byteCount: n) }
+        guard n == buffer.count else { throw LazyPullError(.invalidLayer, "chunk \(digest) is shorter than its TOC entry") }
+    }
+
+    private func pread(_ digest: Digest, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+        let fd = open(path(digest), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw LazyPullError(.io, "chunk \(digest) in the cache is shorter than its TOC entry") }
+            done += n
+        }
+        return true
+    }
+
+    private func store(_ bytes: [UInt8], as digest: Digest) throws {
+        let final = path(digest)
+        let temp = final + ".tmp.\(UInt64.random(in: 0...UInt64.max))"
+        guard FileManager.default.createFile(atPath: temp, contents: Data(bytes)) else {
+            throw LazyPullError(.io, "cannot write \(temp)")
+        }
+        guard rename(temp, final) == 0 else {
+            unlink(temp)
+            throw LazyPullError.io("cannot store chunk", path: final, errno: errno)
+        }
     }
 }

@@ -59,6 +59,13 @@ public struct GarbageCollector: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: ingestRoot)) ?? [] {
             try? FileManager.default.removeItem(atPath: "\(ingestRoot)/\(name)")
         }
+        // Cached chunks serve lazy mounts only: without any, the cache goes.
+        if try state.metadata.mounts().allSatisfy({ ($0.lazyLayerKeys ?? []).isEmpty }) {
+            let cache = "\(state.path)/cache"
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? [] {
+                try? FileManager.default.removeItem(atPath: "\(cache)/\(name)")
+            }
+        }
         // Snapshot directories without a row (a crash between mkdir and insert).
         let known = Set(try state.metadata.snapshots().map { String($0.id) })
         for name in (try? FileManager.default.contentsOfDirectory(atPath: state.snapshots.root)) ?? []

@@ -22,6 +22,8 @@ public struct LayerHostPlan: Codable, Sendable {
     public var plainHTTP: Bool
     public var insecure: Bool
     public var readyFile: String
+    /// Verified chunks, shared by all lazy layers of the root.
+    public var cacheDirectory: String
 }
 
 /// `lazypull mount REF DIR` without `--eager`: the image's eStargz / zstd:chunked layers are
@@ -71,7 +73,8 @@ public struct LazyMount: Sendable {
             let planPath = "\(state.path)/hosts/\(id).json"
             try FileManager.default.createDirectory(atPath: "\(state.path)/hosts", withIntermediateDirectories: true)
             let plan = LayerHostPlan(layers: planLayers, plainHTTP: options.registry.plainHTTP,
-                                     insecure: options.registry.http.insecureSkipVerify, readyFile: planPath + ".ready")
+                                     insecure: options.registry.http.insecureSkipVerify, readyFile: planPath + ".ready",
+                                     cacheDirectory: "\(state.path)/cache")
             try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
             let pid = try LayerHost.spawn(executable: executable, root: state.path, plan: planPath,
                                           log: "\(state.path)/hosts/\(id).log", ready: plan.readyFile)
@@ -175,7 +178,9 @@ public enum LayerHost {
                 format: LayerTOCReader.format(of: layer.descriptor) ?? .estargz,
                 toc: try LayerTOCReader.decode(json, layer: layer.descriptor.digest), json: json, dataEnd: layer.dataEnd)
             let digest = layer.descriptor.digest
-            let fs = try LayerFileSystem(located: located) { try client.fetchRange(digest, offset: $0, length: $1) }
+            let fs = try LayerFileSystem(located: located, cacheDirectory: plan.cacheDirectory) {
+                try client.fetchRange(digest, offset: $0, length: $1)
+            }
             let server = FUSEServer(fileSystem: fs, mountpoint: layer.mountpoint)
             try server.start()
             servers.append(server)
