@@ -17,6 +17,9 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .customLong("read-only"), help: "Mount read-only (no writable upper layer).")
     var readOnly = false
 
+    @Option(name: .customLong("fetch-timeout"), help: "Seconds after which a lazy read that cannot be fetched fails with EIO.")
+    var fetchTimeout = 30
+
     @Flag(help: "Pull even when the image is already present locally.")
     var pull = false
 
@@ -41,7 +44,7 @@ struct MountCommand: ParsableCommand {
         if !eager {
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             if let record = try LazyMount(state: state).mount(ref, at: target, readOnly: readOnly, options: options,
-                                                              executable: executable) {
+                                                              fetchTimeoutSeconds: fetchTimeout, executable: executable) {
                 if !quiet { print("mounted \(record.name) at \(target) (lazy)") }
                 return
             }

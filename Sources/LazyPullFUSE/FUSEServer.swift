@@ -119,8 +119,11 @@ public final class FUSEServer: @unchecked Sendable {
         Unmanaged<FUSEServer>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
     }
 
+    /// The errno for a failed request. Anything but a ``FUSEError`` is a failure of the layer
+    /// (registry, verification): it is logged and becomes EIO.
     static func code(of error: Error) -> Int32 {
         if let e = error as? FUSEError { return e.errno }
+        FileHandle.standardError.write(Data("lazypull: layer read failed: \(error)\n".utf8))
         return EIO
     }
 

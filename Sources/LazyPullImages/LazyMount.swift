@@ -24,6 +24,8 @@ public struct LayerHostPlan: Codable, Sendable {
     public var readyFile: String
     /// Verified chunks, shared by all lazy layers of the root.
     public var cacheDirectory: String
+    /// A read of content that cannot be fetched fails with EIO after about this long.
+    public var fetchTimeoutSeconds: Int
 }
 
 /// `lazypull mount REF DIR` without `--eager`: the image's eStargz / zstd:chunked layers are
@@ -38,7 +40,7 @@ public struct LazyMount: Sendable {
     /// Mounts `reference` at `target` lazily, or returns nil when some layer cannot be read
     /// lazily (the caller then pulls eagerly).
     public func mount(_ reference: Reference, at target: String, readOnly: Bool, options: PullOptions,
-                      executable: String) throws -> ImageRecord? {
+                      fetchTimeoutSeconds: Int = 30, executable: String) throws -> ImageRecord? {
         let registry = RegistryClient(reference: reference, options: options.registry)
         let resolved = try registry.resolve(platform: options.platform)
         let manifest = resolved.manifestValue
@@ -74,7 +76,8 @@ public struct LazyMount: Sendable {
             try FileManager.default.createDirectory(atPath: "\(state.path)/hosts", withIntermediateDirectories: true)
             let plan = LayerHostPlan(layers: planLayers, plainHTTP: options.registry.plainHTTP,
                                      insecure: options.registry.http.insecureSkipVerify, readyFile: planPath + ".ready",
-                                     cacheDirectory: "\(state.path)/cache")
+                                     cacheDirectory: "\(state.path)/cache",
+                                     fetchTimeoutSeconds: fetchTimeoutSeconds)
             try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
             let pid = try LayerHost.spawn(executable: executable, root: state.path, plan: planPath,
                                           log: "\(state.path)/hosts/\(id).log", ready: plan.readyFile)
@@ -170,6 +173,13 @@ public enum LayerHost {
         var registryOptions = RegistryOptions()
         registryOptions.plainHTTP = plan.plainHTTP
         registryOptions.http.insecureSkipVerify = plan.insecure
+        // Bound every read: retries stop after two thirds of the timeout and a stalled
+        // transfer is cut after a third, so a read fails with EIO instead of hanging.
+        let timeout = max(plan.fetchTimeoutSeconds, 3)
+        registryOptions.retry = RetryPolicy(maxAttempts: 100, baseDelay: .milliseconds(200), maxDelay: .seconds(2),
+                                            budget: .seconds(timeout * 2 / 3))
+        registryOptions.http.stallTimeout = .seconds(max(1, timeout / 3))
+        registryOptions.http.connectTimeout = .seconds(max(1, timeout / 3))
         var servers: [FUSEServer] = []
         for layer in plan.layers {
             let client = RegistryClient(reference: try Reference(parsing: layer.reference), options: registryOptions)

@@ -189,7 +189,12 @@ final class BackgroundProcess {
         }
     }
 
-    deinit {
+    private var stopped = false
+
+    /// Ends the process and everything it started.
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
         kill(-pid, SIGTERM)
         let deadline = Date().addingTimeInterval(1)
         var status: Int32 = 0
@@ -198,6 +203,8 @@ final class BackgroundProcess {
             Thread.sleep(forTimeInterval: 0.05)
         }
     }
+
+    deinit { stop() }
 }
 
 /// containerd (Debian's 1.6) as a private instance, stopped when dropped.

@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+
+/// Lazy reads when the registry misbehaves, through a fault proxy restarted in another mode
+/// on the same port while the mount stays up.
+@Suite("Lazy mounts under faults", .serialized)
+struct LazyFaultTests {
+    func proxy(_ port: Int, upstream: String, in dir: String, _ extra: [String] = []) throws -> BackgroundProcess {
+        let ready = dir + "/ready-\(UUID().uuidString)"
+        return try BackgroundProcess(
+            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(upstream)", "--log", dir + "/proxy.log",
+             "--ready-file", ready] + extra, readyFile: ready, log: dir + "/proxy.out")
+    }
+
+    /// `cat` in a child with a hang guard: a read through the mount must end by itself.
+    func cat(_ path: String) throws -> CommandResult {
+        try run(["timeout", "120", "cat", path], check: false)
+    }
+
+    @Test("unreachable registry: EIO, then the same read succeeds; flipped bytes: EIO; ignored Range: right data")
+    func faults() throws {
+        let tmp = try TemporaryDirectory("lazyfaults")
+        let registry = try TestRegistry(in: tmp.path)
+        let made = try run(["make-small-image.sh", registry.host, "small:v1", "4"]).stdout
+        let dataSHA = made.split(separator: "\n").first { $0.hasPrefix("data.bin-sha256 ") }.map { String($0.dropFirst(16)) }
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
+        let port = freePort()
+        let root = tmp.path + "/root", mnt = tmp.path + "/mnt"
+
+        var front = try proxy(port, upstream: registry.host, in: tmp.path)
+        try lazypull(["mount", "--fetch-timeout", "3", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+
+        // Registry unreachable: EIO (not a hang), and the mount stays up.
+        front.stop()
+        let down = try cat(mnt + "/hello.txt")
+        #expect(down.status == 1 && down.stderr.contains("Input/output error"), "\(down)")
+        #expect(isMounted(mnt))
+
+        // Registry back: the same read succeeds without remounting.
+        front = try proxy(port, upstream: registry.host, in: tmp.path)
+        #expect(try cat(mnt + "/hello.txt").stdout == "hello from lazypull\n")
+        front.stop()
+
+        // A flipped byte in a chunk: EIO and a log line, never wrong data.
+        front = try proxy(port, upstream: registry.host, in: tmp.path, ["--flip-byte"])
+        let flipped = try cat(mnt + "/data.bin")
+        #expect(flipped.status == 1 && flipped.stderr.contains("Input/output error"))
+        let hostLogs = try FileManager.default.contentsOfDirectory(atPath: root + "/hosts").filter { $0.hasSuffix(".log") }
+        let logText = try hostLogs.map { try String(contentsOfFile: root + "/hosts/" + $0, encoding: .utf8) }.joined()
+        // Caught by the gzip CRC or by the chunk digest, whichever sees it first.
+        #expect(logText.contains("checksum mismatch") || logText.contains("digest mismatch"), "\(logText)")
+        front.stop()
+
+        // A server that ignores Range (answers 200 with the whole blob): correct data.
+        front = try proxy(port, upstream: registry.host, in: tmp.path, ["--ignore-range"])
+        let sum = try run(["sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
+        #expect(sum != nil && sum == dataSHA)
+        front.stop()
+    }
+}
