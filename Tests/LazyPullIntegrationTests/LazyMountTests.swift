@@ -22,6 +22,17 @@ struct LazyMountTests {
         let mounted = try lazypull(["mount", "--read-only", converted, mnt], root: root)
         #expect(mounted.stdout.contains("(lazy)"))
         defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+
+        // First reads are concurrent: 32 readers hashing every file get the eager tree's bytes.
+        let eager = tmp.path + "/eager"
+        try lazypull(["mount", "--eager", "--read-only", "--quiet", original, eager], root: root)
+        defer { _ = try? lazypull(["umount", eager], root: root, check: false) }
+        let lazyHashes = try run(["parallel-hash.py", mnt, "32"]).stdout
+        let eagerHashes = try run(["parallel-hash.py", eager, "1"]).stdout
+        #expect(!lazyHashes.isEmpty)
+        #expect(lazyHashes == eagerHashes, "\(lineDiff(eagerHashes, lazyHashes))")
+        try lazypull(["umount", eager], root: root)
+
         let tree = try run(["treedump.py", mnt]).stdout
         #expect(tree == reference, "lazy \(converter) tree differs from containerd's:\n\(lineDiff(reference, tree))")
         try lazypull(["umount", mnt], root: root)
