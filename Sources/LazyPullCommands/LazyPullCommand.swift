@@ -7,7 +7,7 @@ public struct LazyPullCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "lazypull",
         abstract: "Pull container images and mount their root filesystems.",
-        subcommands: [PullCommand.self, MountCommand.self, UmountCommand.self, ImagesCommand.self,
+        subcommands: [PullCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self, ImagesCommand.self,
                       RmiCommand.self, PruneCommand.self, FuseHostCommand.self])
 
     public init() {}

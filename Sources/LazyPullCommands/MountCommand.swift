@@ -20,6 +20,9 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("fetch-timeout"), help: "Seconds after which a lazy read that cannot be fetched fails with EIO.")
     var fetchTimeout = 30
 
+    @Flag(name: .customLong("no-background-fetch"), help: "Fetch lazy layers only as they are read (after the prefetch).")
+    var noBackgroundFetch = false
+
     @Flag(help: "Pull even when the image is already present locally.")
     var pull = false
 
@@ -44,7 +47,8 @@ struct MountCommand: ParsableCommand {
         if !eager {
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             if let record = try LazyMount(state: state).mount(ref, at: target, readOnly: readOnly, options: options,
-                                                              fetchTimeoutSeconds: fetchTimeout, executable: executable) {
+                                                              fetchTimeoutSeconds: fetchTimeout, backgroundFetch: !noBackgroundFetch,
+                                                              executable: executable) {
                 if !quiet { print("mounted \(record.name) at \(target) (lazy)") }
                 return
             }

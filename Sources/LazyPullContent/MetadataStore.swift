@@ -54,11 +54,13 @@ public struct MountRecord: Sendable, Codable, Equatable {
     public var readOnly: Bool
     /// Snapshots whose `fs` is a FUSE mount of a lazily read layer, bottom first.
     public var lazyLayerKeys: [String]?
-    /// The process serving those FUSE mounts.
+    /// The process serving those FUSE mounts, and the name of its files under `hosts/`.
     public var hostPID: Int32?
+    public var hostID: String?
 
     public init(target: String, image: String, snapshotKey: String?, readOnly: Bool,
-                lazyLayerKeys: [String]? = nil, hostPID: Int32? = nil) {
+                lazyLayerKeys: [String]? = nil, hostPID: Int32? = nil, hostID: String? = nil) {
+        self.hostID = hostID
         self.target = target
         self.image = image
         self.snapshotKey = snapshotKey

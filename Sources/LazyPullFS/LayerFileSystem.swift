@@ -36,6 +36,19 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     private let format: LazyLayerFormat
     private let fetch: @Sendable (Int64, Int64) throws -> [UInt8]
     private let cache: ChunkCache
+    /// Every chunk in blob order; the chunks of files before `.prefetch.landmark` come first
+    /// in `prefetchCount`.
+    private var allChunks: [Chunk] = []
+    private var prefetchCount = 0
+    private let activity = Mutex(Activity())
+    /// Compressed bytes of file data in the blob (the TOC excluded).
+    public let dataSize: Int64
+
+    struct Activity {
+        var fetchedBytes: Int64 = 0
+        var waitingReads = 0
+        var background = BackgroundState.off
+    }
 
     /// Names that are format metadata, not image content (DESIGN §5): hidden from the tree.
     static let hiddenNames: Set<String> = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
@@ -46,12 +59,17 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         self.format = located.format
         self.fetch = fetch
         self.cache = try ChunkCache(directory: cacheDirectory)
+        self.dataSize = located.dataEnd
         var root = stat()
         root.st_mode = S_IFDIR | 0o755
         root.st_nlink = 2
         root.st_ino = 1
         nodes = [Node(attributes: root)]
         try build(located.toc, dataEnd: located.dataEnd)
+        allChunks = nodes.flatMap(\.chunks).sorted { $0.compressedStart < $1.compressedStart }
+        if let landmark = located.toc.entries.first(where: { $0.name == ".prefetch.landmark" })?.offset {
+            prefetchCount = allChunks.firstIndex { $0.compressedStart >= landmark } ?? allChunks.count
+        }
     }
 
     // MARK: Building the tree
@@ -252,6 +270,9 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 
     public func read(_ inode: UInt64, offset: Int64, size: Int) throws -> [UInt8] {
         let n = try node(inode)
+        // The background fetch yields while on-demand reads wait.
+        activity.withLock { $0.waitingReads += 1 }
+        defer { activity.withLock { $0.waitingReads -= 1 } }
         let fileSize = Int64(n.attributes.st_size)
         let end = min(fileSize, offset + Int64(size))
         guard offset < end else { return [] }
@@ -285,6 +306,16 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     /// an error (the read fails with EIO), never data.
     private func fetchChunk(_ chunk: Chunk) throws -> [UInt8] {
         let compressed = try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart)
+        activity.withLock { $0.fetchedBytes += Int64(compressed.count) }
+        return try decode(chunk, from: compressed)
+    }
+
+    /// Decompresses and verifies one chunk from its compressed bytes.
+    private func decode(_ chunk: Chunk, from compressed: ArraySlice<UInt8>) throws -> [UInt8] {
+        try decode(chunk, from: Array(compressed))
+    }
+
+    private func decode(_ chunk: Chunk, from compressed: [UInt8]) throws -> [UInt8] {
         let source: ByteSource = format == .estargz ? IsalGzipSource(MemorySource(compressed))
                                                     : try ZstdSource(MemorySource(compressed))
         var data = [UInt8](repeating: 0, count: Int(chunk.innerOffset + chunk.size))
@@ -295,6 +326,68 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         let bytes = chunk.innerOffset == 0 ? data : Array(data[Int(chunk.innerOffset)...])
         try chunk.digest.verify(Digest.sha256(of: bytes), what: "chunk at offset \(chunk.compressedStart)")
         return bytes
+    }
+}
+
+/// Where a layer's background fetch stands.
+public enum BackgroundState: String, Sendable, Codable {
+    case off, prefetching, running, paused, done, failed
+}
+
+extension LayerFileSystem {
+    /// Bytes fetched from the registry so far, the layer's data size, and the background state.
+    public var progress: (fetched: Int64, total: Int64, background: BackgroundState) {
+        activity.withLock { ($0.fetchedBytes, dataSize, $0.background) }
+    }
+
+    /// Fetches the chunks of the files the image author listed before `.prefetch.landmark`,
+    /// coalesced into as few requests as possible, then (when `background` is set) every other
+    /// chunk in blob order, pausing while on-demand reads wait. Blocks; run it on a thread.
+    public func fetchAll(background: Bool) {
+        activity.withLock { $0.background = .prefetching }
+        do {
+            try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false)
+            guard background else { activity.withLock { $0.background = .off }; return }
+            activity.withLock { $0.background = .running }
+            try fetchMissing(Array(allChunks[prefetchCount...]), yielding: true)
+            activity.withLock { $0.background = .done }
+        } catch {
+            FileHandle.standardError.write(Data("lazypull: background fetch stopped: \(error)\n".utf8))
+            activity.withLock { $0.background = .failed }
+        }
+    }
+
+    /// Groups runs of missing chunks that sit next to each other in the blob into one Range
+    /// request of at most `groupLimit` compressed bytes.
+    private func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 4 << 20) throws {
+        var group: [Chunk] = []
+        func flush() throws {
+            guard let first = group.first, let last = group.last else { return }
+            if yielding {
+                while activity.withLock({ $0.waitingReads > 0 }) {
+                    activity.withLock { $0.background = .paused }
+                    Thread.sleep(forTimeInterval: 0.01)
+                }
+                activity.withLock { $0.background = .running }
+            }
+            let compressed = try fetch(first.compressedStart, last.compressedEnd - first.compressedStart)
+            activity.withLock { $0.fetchedBytes += Int64(compressed.count) }
+            for chunk in group {
+                let from = Int(chunk.compressedStart - first.compressedStart)
+                let to = Int(chunk.compressedEnd - first.compressedStart)
+                let bytes = try decode(chunk, from: compressed[from..<to])
+                try cache.insert(bytes, as: chunk.digest)
+            }
+            group.removeAll()
+        }
+        for chunk in chunks where !cache.contains(chunk.digest) {
+            if let last = group.last, last.compressedEnd != chunk.compressedStart
+                || chunk.compressedEnd - group[0].compressedStart > groupLimit {
+                try flush()
+            }
+            group.append(chunk)
+        }
+        try flush()
     }
 }
 
@@ -352,6 +445,14 @@ final class ChunkCache: @unchecked Sendable {
             done += n
         }
         return true
+    }
+
+    func contains(_ digest: Digest) -> Bool { access(path(digest), F_OK) == 0 }
+
+    /// Stores a chunk fetched outside ``read`` (prefetch, background fetch).
+    func insert(_ bytes: [UInt8], as digest: Digest) throws {
+        if contains(digest) { return }
+        try store(bytes, as: digest)
     }
 
     private func store(_ bytes: [UInt8], as digest: Digest) throws {

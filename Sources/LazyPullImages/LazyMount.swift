@@ -26,6 +26,19 @@ public struct LayerHostPlan: Codable, Sendable {
     public var cacheDirectory: String
     /// A read of content that cannot be fetched fails with EIO after about this long.
     public var fetchTimeoutSeconds: Int
+    /// Fetch every chunk in the background after the prefetch.
+    public var backgroundFetch: Bool
+    public var statusFile: String
+}
+
+/// What `lazypull status` shows of one lazily read layer; written by the layer host.
+public struct LazyLayerStatus: Codable, Sendable {
+    public var digest: Digest
+    public var format: LazyLayerFormat
+    public var mountpoint: String
+    public var fetchedBytes: Int64
+    public var totalBytes: Int64
+    public var background: BackgroundState
 }
 
 /// `lazypull mount REF DIR` without `--eager`: the image's eStargz / zstd:chunked layers are
@@ -40,7 +53,8 @@ public struct LazyMount: Sendable {
     /// Mounts `reference` at `target` lazily, or returns nil when some layer cannot be read
     /// lazily (the caller then pulls eagerly).
     public func mount(_ reference: Reference, at target: String, readOnly: Bool, options: PullOptions,
-                      fetchTimeoutSeconds: Int = 30, executable: String) throws -> ImageRecord? {
+                      fetchTimeoutSeconds: Int = 30, backgroundFetch: Bool = true,
+                      executable: String) throws -> ImageRecord? {
         let registry = RegistryClient(reference: reference, options: options.registry)
         let resolved = try registry.resolve(platform: options.platform)
         let manifest = resolved.manifestValue
@@ -77,7 +91,8 @@ public struct LazyMount: Sendable {
             let plan = LayerHostPlan(layers: planLayers, plainHTTP: options.registry.plainHTTP,
                                      insecure: options.registry.http.insecureSkipVerify, readyFile: planPath + ".ready",
                                      cacheDirectory: "\(state.path)/cache",
-                                     fetchTimeoutSeconds: fetchTimeoutSeconds)
+                                     fetchTimeoutSeconds: fetchTimeoutSeconds, backgroundFetch: backgroundFetch,
+                                     statusFile: "\(state.path)/hosts/\(id).status.json")
             try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
             let pid = try LayerHost.spawn(executable: executable, root: state.path, plan: planPath,
                                           log: "\(state.path)/hosts/\(id).log", ready: plan.readyFile)
@@ -101,7 +116,7 @@ public struct LazyMount: Sendable {
             try state.metadata.putImage(record)
             try state.metadata.putMount(MountRecord(target: target, image: record.name,
                                                     snapshotKey: readOnly ? nil : upperKey, readOnly: readOnly,
-                                                    lazyLayerKeys: keys, hostPID: pid))
+                                                    lazyLayerKeys: keys, hostPID: pid, hostID: id))
             return record
         } catch {
             for key in keys {
@@ -181,6 +196,7 @@ public enum LayerHost {
         registryOptions.http.stallTimeout = .seconds(max(1, timeout / 3))
         registryOptions.http.connectTimeout = .seconds(max(1, timeout / 3))
         var servers: [FUSEServer] = []
+        var layers: [(LayerHostPlan.Layer, LayerFileSystem)] = []
         for layer in plan.layers {
             let client = RegistryClient(reference: try Reference(parsing: layer.reference), options: registryOptions)
             let json = try Array(Data(contentsOf: URL(fileURLWithPath: layer.tocPath)))
@@ -194,10 +210,43 @@ public enum LayerHost {
             let server = FUSEServer(fileSystem: fs, mountpoint: layer.mountpoint)
             try server.start()
             servers.append(server)
+            layers.append((layer, fs))
         }
+        // Prefetch the files the image author listed (bounded wait), then keep fetching the
+        // rest in the background.
+        for (_, fs) in layers {
+            let thread = Thread { fs.fetchAll(background: plan.backgroundFetch) }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && layers.contains(where: { $0.1.progress.background == .prefetching }) {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        writeStatus(layers, to: plan.statusFile)
         FileManager.default.createFile(atPath: plan.readyFile, contents: nil)
+        let served = layers
+        let statusWriter = Thread {
+            while true {
+                writeStatus(served, to: plan.statusFile)
+                Thread.sleep(forTimeInterval: 0.25)
+            }
+        }
+        statusWriter.start()
         for server in servers { server.wait() }
+        try? FileManager.default.removeItem(atPath: plan.statusFile)
         try? FileManager.default.removeItem(atPath: planPath)
         try? FileManager.default.removeItem(atPath: plan.readyFile)
+    }
+
+    static func writeStatus(_ layers: [(LayerHostPlan.Layer, LayerFileSystem)], to path: String) {
+        let status = layers.map { layer, fs in
+            let p = fs.progress
+            return LazyLayerStatus(digest: layer.descriptor.digest, format: LayerTOCReader.format(of: layer.descriptor) ?? .estargz,
+                                   mountpoint: layer.mountpoint, fetchedBytes: p.fetched, totalBytes: p.total, background: p.background)
+        }
+        guard let data = try? JSONEncoder().encode(status) else { return }
+        let temp = path + ".tmp"
+        if FileManager.default.createFile(atPath: temp, contents: data) { rename(temp, path) }
     }
 }

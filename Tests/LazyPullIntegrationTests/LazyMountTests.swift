@@ -54,7 +54,7 @@ struct LazyMountTests {
              "--ready-file", tmp.path + "/ready"], readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
         let root = tmp.path + "/root"
         let mnt = tmp.path + "/mnt"
-        try lazypull(["mount", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
+        try lazypull(["mount", "--no-background-fetch", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
         defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
         #expect(try String(contentsOfFile: mnt + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
         let blobBytes = logLines(log).filter { (($0["path"] as? String) ?? "").contains("/blobs/") }
@@ -66,6 +66,62 @@ struct LazyMountTests {
         #expect(data.count == 16 * 1024 * 1024)
         try lazypull(["umount", mnt], root: root)
         withExtendedLifetime(proxy) {}
+    }
+
+    @Test("status shows fetched bytes; after the background fetch the layer is read without the registry")
+    func backgroundFetchAndStatus() throws {
+        let tmp = try TemporaryDirectory("background")
+        let registry = try TestRegistry(in: tmp.path)
+        let made = try run(["make-small-image.sh", registry.host, "small:v1", "6"]).stdout
+        let dataSHA = made.split(separator: "\n").first { $0.hasPrefix("data.bin-sha256 ") }.map { String($0.dropFirst(16)) }
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
+        let port = freePort()
+        let ready = tmp.path + "/ready"
+        var proxy: BackgroundProcess? = try BackgroundProcess(
+            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", tmp.path + "/proxy.log",
+             "--ready-file", ready], readyFile: ready, log: tmp.path + "/proxy.out")
+        let root = tmp.path + "/root"
+        let ref = "127.0.0.1:\(port)/small:esgz"
+
+        // Without background fetch, only what is read arrives.
+        let quiet = tmp.path + "/quiet"
+        try lazypull(["mount", "--no-background-fetch", ref, quiet], root: root)
+        _ = try String(contentsOfFile: quiet + "/hello.txt", encoding: .utf8)
+        // The layer host refreshes its status a few times a second.
+        var layers: [[String: Any]] = []
+        for _ in 0..<100 {
+            layers = try statusLayers(root: root, dir: quiet)
+            if layers.compactMap({ $0["fetchedBytes"] as? Int }).reduce(0, +) > 0 { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        #expect(layers.count == 2 && layers.allSatisfy { ($0["background"] as? String) == "off" && ($0["mode"] as? String) == "lazy" })
+        let fetched = layers.compactMap { $0["fetchedBytes"] as? Int }.reduce(0, +)
+        let total = layers.compactMap { $0["totalBytes"] as? Int }.reduce(0, +)
+        #expect(fetched > 0 && fetched < total / 10)
+        try lazypull(["umount", quiet], root: root)
+
+        // With it, every layer completes; then the registry is not needed any more.
+        let mnt = tmp.path + "/mnt"
+        try lazypull(["mount", ref, mnt], root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        var done = false
+        for _ in 0..<600 where !done {
+            done = try statusLayers(root: root, dir: mnt).allSatisfy { ($0["background"] as? String) == "done" }
+            if !done { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        #expect(done, "background fetch did not complete")
+        proxy?.stop()
+        proxy = nil
+        let sum = try run(["timeout", "120", "sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
+        #expect(sum != nil && sum == dataSHA)
+        #expect(try lazypull(["status", mnt], root: root).stdout.contains("lazy"))
+    }
+
+    func statusLayers(root: String, dir: String) throws -> [[String: Any]] {
+        let out = try lazypull(["status", "--json", dir], root: root).stdout
+        let mounts = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]] ?? []
+        return mounts.first?["layers"] as? [[String: Any]] ?? []
     }
 
     @Test("an image without lazy layers is pulled eagerly, with a notice")
