@@ -52,6 +52,10 @@ CURLSH *lp_curl_share_new(void) {
 
 void lp_curl_share_free(CURLSH *s) { if (s) curl_share_cleanup(s); }
 
+int lp_deflate_init_gzip(z_stream *s, int level) {
+    return deflateInit2(s, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+}
+
 int lp_inflate_init2(z_stream *s, int window_bits) { return inflateInit2(s, window_bits); }
 
 dev_t lp_makedev(unsigned int ma, unsigned int mi) { return makedev(ma, mi); }

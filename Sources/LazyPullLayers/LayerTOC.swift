@@ -25,6 +25,11 @@ public struct TOCEntry: Sendable, Codable, Equatable {
     public var chunkSize: Int64?
     public var chunkDigest: String?
     public var innerOffset: Int64?
+
+    public init(name: String, type: String) {
+        self.name = name
+        self.type = type
+    }
 }
 
 /// A layer's table of contents.

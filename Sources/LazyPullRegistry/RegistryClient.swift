@@ -27,6 +27,7 @@ public final class RegistryClient: Sendable {
     let authorizer: Authorizer
     let options: RegistryOptions
     let pullScope: String
+    let pushScope: String
 
     public init(reference: Reference, options: RegistryOptions = RegistryOptions(), http: HTTPClient? = nil) {
         self.reference = reference
@@ -37,6 +38,7 @@ public final class RegistryClient: Sendable {
         self.baseURL = "\(scheme)://\(reference.apiHost)/v2/\(reference.repository)"
         self.authorizer = Authorizer(domain: reference.domain, http: client, credentials: options.credentials)
         self.pullScope = "repository:\(reference.repository):pull"
+        self.pushScope = "repository:\(reference.repository):pull,push"
     }
 
     // MARK: Manifests
@@ -188,6 +190,39 @@ public final class RegistryClient: Sendable {
     /// carries the whole blob; the bytes past the range are not needed).
     struct RangeComplete: Error {}
 
+    // MARK: Pushing (OCI distribution spec "Pushing blobs", "Pushing manifests")
+
+    public func blobExists(_ digest: Digest) throws -> Bool {
+        let url = "\(baseURL)/blobs/\(digest)"
+        do {
+            try send(HTTPRequest(method: "HEAD", url: url), what: "blob \(digest)", sink: { _ in }, restart: {}, scope: pushScope)
+            return true
+        } catch let e as LazyPullError where e.code == .notFound {
+            return false
+        }
+    }
+
+    /// Uploads a blob in one request (POST a session, PUT the bytes with `?digest=`),
+    /// unless the registry has it already.
+    public func uploadBlob(_ bytes: [UInt8], digest: Digest) throws {
+        if try blobExists(digest) { return }
+        let start = try send(HTTPRequest(method: "POST", url: "\(baseURL)/blobs/uploads/", body: []),
+                             what: "upload of \(digest)", sink: { _ in }, restart: {}, scope: pushScope)
+        guard let location = start.header("location"),
+              let session = URL(string: location, relativeTo: URL(string: baseURL))?.absoluteString else {
+            throw LazyPullError(.registry, "\(reference.domain) started an upload without a Location")
+        }
+        let separator = session.contains("?") ? "&" : "?"
+        try send(HTTPRequest(method: "PUT", url: "\(session)\(separator)digest=\(digest)",
+                             headers: [("Content-Type", "application/octet-stream")], body: bytes),
+                 what: "upload of \(digest)", sink: { _ in }, restart: {}, scope: pushScope)
+    }
+
+    public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String) throws {
+        try send(HTTPRequest(method: "PUT", url: "\(baseURL)/manifests/\(tag)", headers: [("Content-Type", mediaType)], body: bytes),
+                 what: "manifest \(reference.name):\(tag)", sink: { _ in }, restart: {}, scope: pushScope)
+    }
+
     // MARK: Transport
 
     /// Sends `request` with authentication, redirects and retries. `range`, when given,
@@ -199,7 +234,9 @@ public final class RegistryClient: Sendable {
               sink: (UnsafeRawBufferPointer) throws -> Void,
               restart: () -> Void,
               onHead: (Int) -> Void = { _ in },
-              stopSignal: (Error) -> Bool = { _ in false }) throws -> HTTPResponse {
+              stopSignal: (Error) -> Bool = { _ in false },
+              scope: String? = nil) throws -> HTTPResponse {
+        let scope = scope ?? pullScope
         let start = ContinuousClock.now
         var attempt = 0
         var reauthorized = false
@@ -217,7 +254,7 @@ public final class RegistryClient: Sendable {
                 }
                 let response: HTTPResponse
                 do {
-                    response = try sendFollowingRedirects(attemptRequest, sink: sink, onHead: onHead)
+                    response = try sendFollowingRedirects(attemptRequest, scope: scope, sink: sink, onHead: onHead)
                 } catch where stopSignal(error) {
                     return HTTPResponse(status: 200, headers: [], errorBody: [], url: attemptRequest.url)
                 }
@@ -225,7 +262,7 @@ public final class RegistryClient: Sendable {
                 if response.status == 401 && !reauthorized {
                     reauthorized = true
                     attempt -= 1
-                    try authorizer.challenged(by: response, scope: pullScope)
+                    try authorizer.challenged(by: response, scope: scope)
                     continue
                 }
                 let failure = describe(response, what: what)
@@ -243,14 +280,14 @@ public final class RegistryClient: Sendable {
         }
     }
 
-    private func sendFollowingRedirects(_ request: HTTPRequest,
+    private func sendFollowingRedirects(_ request: HTTPRequest, scope: String,
                                         sink: (UnsafeRawBufferPointer) throws -> Void,
                                         onHead: (Int) -> Void) throws -> HTTPResponse {
         var current = request
         let origin = Self.authority(of: request.url)
         for _ in 0..<6 {
             var sent = current
-            if Self.authority(of: current.url) == origin, let authorization = try authorizer.authorization(scope: pullScope) {
+            if Self.authority(of: current.url) == origin, let authorization = try authorizer.authorization(scope: scope) {
                 sent.headers.append(("Authorization", authorization))
             }
             let response = try http.perform(sent, onHead: { status, _ in onHead(status) }, sink: sink)

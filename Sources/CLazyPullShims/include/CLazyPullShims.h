@@ -34,6 +34,9 @@ CURLcode lp_curl_getinfo_string(CURL *handle, CURLINFO info, const char **value)
 CURLSH *lp_curl_share_new(void);
 void lp_curl_share_free(CURLSH *share);
 
+/// `deflateInit2` is a macro: a gzip (RFC 1952) member writer at `level`.
+int lp_deflate_init_gzip(z_stream *stream, int level);
+
 /// `inflateInit2` is a macro; `window_bits` 15+32 auto-detects gzip and zlib.
 int lp_inflate_init2(z_stream *stream, int window_bits);
 
