@@ -25,19 +25,22 @@ step "building a sample image (busybox + files) with umoci and pushing it with s
 "$here/make-busybox-image.sh" "127.0.0.1:$port" demo:v1
 skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/demo:v1" | grep -E '"(Digest|Layers)"' -A2 | head -6
 
-step "lazypull mount --eager 127.0.0.1:$port/demo:v1 $mnt"
-"$lazypull" mount --eager --root "$root" "127.0.0.1:$port/demo:v1" "$mnt"
+step "lazypull convert --estargz: rewrite it as eStargz (hello.txt prefetched) and push it"
+echo /hello.txt > "$work/prefetch.txt"
+"$lazypull" convert --root "$root" --estargz --prefetch-list "$work/prefetch.txt" \
+    "127.0.0.1:$port/demo:v1" "127.0.0.1:$port/demo:esgz"
 
-step "lazypull images"
-"$lazypull" images --root "$root"
+step "lazypull mount --no-background-fetch 127.0.0.1:$port/demo:esgz $mnt (lazy: returns at once)"
+"$lazypull" mount --root "$root" --no-background-fetch "127.0.0.1:$port/demo:esgz" "$mnt"
+grep -E " ($mnt|$root[^ ]*) " /proc/mounts | cut -d' ' -f1-3
 
-step "what is mounted"
-grep " $mnt " /proc/mounts
-ls -l "$mnt" "$mnt/bin"
-printf 'hello.txt: '; cat "$mnt/hello.txt"
+step "lazypull status: only the prefetched file has been fetched"
+"$lazypull" status --root "$root"
 
-step "fetched from the registry and stored"
-du -sh "$root/content/blobs" "$root/snapshots"
+step "reading /bin/busybox through the mount fetches it with HTTP Range requests"
+"$mnt/bin/busybox" echo "busybox runs from the lazy mount"
+sleep 0.5
+"$lazypull" status --root "$root"
 
 step "lazypull umount $mnt"
 "$lazypull" umount --root "$root" "$mnt"
