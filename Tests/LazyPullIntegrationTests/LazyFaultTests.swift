@@ -59,4 +59,40 @@ struct LazyFaultTests {
         #expect(sum != nil && sum == dataSHA)
         front.stop()
     }
+
+    @Test("a token that expires while mounted is renewed on the 401 and the read succeeds")
+    func expiredToken() throws {
+        let tmp = try TemporaryDirectory("lazytoken")
+        let issuerDir = tmp.path + "/issuer"
+        let issuerPort = freePort()
+        // Tokens claim a 300 s lifetime but expire after about 5 s (the registry allows 60 s of
+        // clock skew): the client's cache still holds them when the registry refuses them.
+        let issuer = try BackgroundProcess(
+            ["token-issuer.py", "--port", String(issuerPort), "--dir", issuerDir, "--user", "alice:s3cret",
+             "--ttl", "300", "--exp-offset", "-55"],
+            readyFile: issuerDir + "/ready", log: tmp.path + "/issuer.log")
+        let registry = try TestRegistry(in: tmp.path, mode: [
+            "token", "http://127.0.0.1:\(issuerPort)/token", "lazypull-test", issuerDir + "/issuer.crt"])
+        try run(["make-small-image.sh", registry.host, "private:v1", "2"], environment: ["PUSH_CREDS": "alice:s3cret"])
+        let auth = Data("alice:s3cret".utf8).base64EncodedString()
+        let config = tmp.path + "/docker"
+        try FileManager.default.createDirectory(atPath: config, withIntermediateDirectories: true)
+        try #"{"auths": {"\#(registry.host)": {"auth": "\#(auth)"}}}"#.write(toFile: config + "/config.json", atomically: true, encoding: .utf8)
+        let env = ["DOCKER_CONFIG": config]
+        let root = tmp.path + "/root", mnt = tmp.path + "/mnt"
+        try lazypull(["convert", "--estargz", "\(registry.host)/private:v1", "\(registry.host)/private:esgz"], root: root, environment: env)
+        try lazypull(["mount", "--no-background-fetch", "--fetch-timeout", "10", "\(registry.host)/private:esgz", mnt],
+                     root: root, environment: env)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        #expect(try cat(mnt + "/hello.txt").stdout == "hello from lazypull\n")
+        func issued() -> Int {
+            logLines(issuerDir + "/requests.log").filter { ($0["status"] as? Int) == 200 && ($0["auth_given"] as? Bool) == true }.count
+        }
+        let before = issued()
+        Thread.sleep(forTimeInterval: 7)
+        let data = try run(["timeout", "120", "wc", "-c", mnt + "/data.bin"])
+        #expect(data.stdout.hasPrefix("\(2 * 1024 * 1024) "), "\(data)")
+        #expect(issued() > before, "the expired token was not renewed")
+        withExtendedLifetime(issuer) {}
+    }
 }
