@@ -47,6 +47,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     struct Activity {
         var fetchedBytes: Int64 = 0
         var waitingReads = 0
+        var lastRead = Date.distantPast
         var background = BackgroundState.off
     }
 
@@ -233,15 +234,46 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     }
 
     /// RFC 3339 times as the TOC writes them (`2006-01-02T15:04:05Z`, maybe with a fraction
-    /// or an offset); whole seconds, as tar headers of these formats carry.
+    /// or a numeric offset); whole seconds, as the tar headers of these formats carry.
+    /// Parsed by hand: a formatter per entry would dominate building a large layer's tree.
     static func parseTime(_ text: String?) throws -> Int64 {
         guard let text, !text.isEmpty else { return 0 }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        if let d = formatter.date(from: text) { return Int64(d.timeIntervalSince1970.rounded(.down)) }
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = formatter.date(from: text) { return Int64(d.timeIntervalSince1970.rounded(.down)) }
-        throw LazyPullError(.invalidLayer, "TOC modtime \"\(text)\" is not RFC 3339")
+        let b = Array(text.utf8)
+        func number(_ range: Range<Int>) -> Int? {
+            guard range.upperBound <= b.count else { return nil }
+            var v = 0
+            for i in range {
+                guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
+                v = v * 10 + Int(b[i] - 0x30)
+            }
+            return v
+        }
+        guard b.count >= 20, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "),
+              b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":"),
+              let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19) else {
+            throw LazyPullError(.invalidLayer, "TOC modtime \"\(text)\" is not RFC 3339")
+        }
+        var i = 19
+        if i < b.count && b[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < b.count && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
+        }
+        var offset = 0
+        if i < b.count && (b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-")),
+           let oh = number((i + 1)..<(i + 3)), let om = number((i + 4)..<(i + 6)) {
+            offset = (oh * 3600 + om * 60) * (b[i] == UInt8(ascii: "-") ? -1 : 1)
+        } else if !(i < b.count && (b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z"))) {
+            throw LazyPullError(.invalidLayer, "TOC modtime \"\(text)\" has no time zone")
+        }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        return Int64(timegm(&parts)) - Int64(offset)
     }
 
     // MARK: FUSEFileSystem
@@ -272,11 +304,16 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         let n = try node(inode)
         // The background fetch yields while on-demand reads wait.
         activity.withLock { $0.waitingReads += 1 }
-        defer { activity.withLock { $0.waitingReads -= 1 } }
+        defer { activity.withLock { $0.waitingReads -= 1; $0.lastRead = Date() } }
         let fileSize = Int64(n.attributes.st_size)
         let end = min(fileSize, offset + Int64(size))
         guard offset < end else { return [] }
         var out = [UInt8](repeating: 0, count: Int(end - offset))
+        // A first read of a file fetches the rest of it in the same request: a program that
+        // opens a file nearly always reads it to the end (one round trip instead of many).
+        if let first = n.chunks.firstIndex(where: { $0.fileOffset + $0.size > offset }), !cache.contains(n.chunks[first].digest) {
+            try fetchMissing(Array(n.chunks[first...]), yielding: false, groupLimit: 16 << 20)
+        }
         for chunk in n.chunks where chunk.fileOffset < end && chunk.fileOffset + chunk.size > offset {
             let from = max(offset, chunk.fileOffset)
             let to = min(end, chunk.fileOffset + chunk.size)
@@ -348,6 +385,16 @@ extension LayerFileSystem {
         do {
             try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false)
             guard background else { activity.withLock { $0.background = .off }; return }
+            // Start once the mount has been quiet for a moment: a starting container reads
+            // in bursts, and the background fetch should fill the gaps, not compete.
+            activity.withLock { $0.background = .paused }
+            var quietSince = Date()
+            while Date().timeIntervalSince(quietSince) < 0.5 {
+                if activity.withLock({ $0.waitingReads > 0 || $0.lastRead > quietSince }) {
+                    quietSince = activity.withLock { max($0.lastRead, Date()) }
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
             activity.withLock { $0.background = .running }
             try fetchMissing(Array(allChunks[prefetchCount...]), yielding: true)
             activity.withLock { $0.background = .done }
@@ -359,10 +406,14 @@ extension LayerFileSystem {
 
     /// Groups runs of missing chunks that sit next to each other in the blob into one Range
     /// request of at most `groupLimit` compressed bytes.
-    private func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 4 << 20) throws {
+    /// Background groups stay small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never
+    /// waits long behind one.
+    private func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20) throws {
         var group: [Chunk] = []
         func flush() throws {
             guard let first = group.first, let last = group.last else { return }
+            // Readers of these chunks wait for this fetch instead of starting their own.
+            defer { cache.release(Set(group.map(\.digest))) }
             if yielding {
                 while activity.withLock({ $0.waitingReads > 0 }) {
                     activity.withLock { $0.background = .paused }
@@ -385,6 +436,8 @@ extension LayerFileSystem {
                 || chunk.compressedEnd - group[0].compressedStart > groupLimit {
                 try flush()
             }
+            // Someone else fetching it ends the run: contiguity is what makes one request.
+            guard cache.claim(chunk.digest) else { try flush(); continue }
             group.append(chunk)
         }
         try flush()
@@ -448,6 +501,23 @@ final class ChunkCache: @unchecked Sendable {
     }
 
     func contains(_ digest: Digest) -> Bool { access(path(digest), F_OK) == 0 }
+
+    /// Marks a missing chunk as being fetched by the caller; false when it is present or
+    /// someone else is fetching it. Every successful claim is ended with ``release(_:)``.
+    func claim(_ digest: Digest) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !inFlight.contains(digest), !contains(digest) else { return false }
+        inFlight.insert(digest)
+        return true
+    }
+
+    func release(_ digests: Set<Digest>) {
+        condition.lock()
+        inFlight.subtract(digests)
+        condition.broadcast()
+        condition.unlock()
+    }
 
     /// Stores a chunk fetched outside ``read`` (prefetch, background fetch).
     func insert(_ bytes: [UInt8], as digest: Digest) throws {

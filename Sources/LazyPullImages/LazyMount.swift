@@ -7,6 +7,7 @@ import LazyPullLayers
 import LazyPullOCI
 import LazyPullRegistry
 import LazyPullSnapshots
+import Synchronization
 
 /// What a layer host serves: one FUSE mount per lazily read layer.
 public struct LayerHostPlan: Codable, Sendable {
@@ -73,8 +74,15 @@ public struct LazyMount: Sendable {
         var keys: [String] = []
         var planLayers: [LayerHostPlan.Layer] = []
         do {
+            // Fetch and verify every TOC at once: each costs a few round trips.
+            let fetched = Mutex<[Int: Result<(format: LazyLayerFormat, json: [UInt8], dataEnd: Int64), Error>]>([:])
+            DispatchQueue.concurrentPerform(iterations: manifest.layers.count) { i in
+                let layer = manifest.layers[i]
+                let r = Result { try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) } }
+                fetched.withLock { $0[i] = r }
+            }
             for (i, layer) in manifest.layers.enumerated() {
-                let located = try LayerTOCReader.locate(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+                let located = try fetched.withLock { $0[i]! }.get()
                 let key = "lazy-\(id)-\(i)"
                 let snapshot = try state.snapshots.prepare(key: key, parent: nil, kind: .view)
                 keys.append(key)

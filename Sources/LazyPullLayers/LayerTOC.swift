@@ -100,6 +100,13 @@ public enum LayerTOCReader {
 
     public static func locate(_ layer: Descriptor,
                               fetch: (_ offset: Int64, _ length: Int64) throws -> [UInt8]) throws -> Located {
+        let raw = try fetchVerified(layer, fetch: fetch)
+        return Located(format: raw.format, toc: try decode(raw.json, layer: layer.digest), json: raw.json, dataEnd: raw.dataEnd)
+    }
+
+    /// The verified TOC JSON and where the data before it ends, not decoded.
+    public static func fetchVerified(_ layer: Descriptor, fetch: (_ offset: Int64, _ length: Int64) throws -> [UInt8])
+        throws -> (format: LazyLayerFormat, json: [UInt8], dataEnd: Int64) {
         guard let format = format(of: layer) else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest) carries no eStargz or zstd:chunked table of contents")
         }
@@ -108,7 +115,7 @@ public enum LayerTOCReader {
         case .estargz: (json, dataEnd) = try readEStargzTOC(layer, fetch: fetch)
         case .zstdChunked: (json, dataEnd) = try readZstdChunkedTOC(layer, fetch: fetch)
         }
-        return Located(format: format, toc: try decode(json, layer: layer.digest), json: json, dataEnd: dataEnd)
+        return (format, json, dataEnd)
     }
 
     public static func decode(_ json: [UInt8], layer: Digest) throws -> LayerTOC {

@@ -29,7 +29,7 @@ struct LazyFaultTests {
         let root = tmp.path + "/root", mnt = tmp.path + "/mnt"
 
         var front = try proxy(port, upstream: registry.host, in: tmp.path)
-        try lazypull(["mount", "--fetch-timeout", "3", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
+        try lazypull(["mount", "--no-background-fetch", "--fetch-timeout", "3", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
         defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
 
         // Registry unreachable: EIO (not a hang), and the mount stays up.
