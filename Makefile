@@ -39,6 +39,7 @@ run: build
 
 bench: build
 	LAZYPULL_BIN=$(abspath $(BIN)) bench/run.sh
+	LAZYPULL_BIN=$(abspath $(BIN)) bench/lazy.sh
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazypull
