@@ -406,21 +406,23 @@ extension LayerFileSystem {
 
     /// Groups runs of missing chunks that sit next to each other in the blob into one Range
     /// request of at most `groupLimit` compressed bytes.
+    private func waitWhileReadsWait() {
+        guard activity.withLock({ $0.waitingReads > 0 }) else { return }
+        activity.withLock { $0.background = .paused }
+        while activity.withLock({ $0.waitingReads > 0 }) { Thread.sleep(forTimeInterval: 0.01) }
+        activity.withLock { $0.background = .running }
+    }
+
     /// Background groups stay small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never
     /// waits long behind one.
     private func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20) throws {
         var group: [Chunk] = []
         func flush() throws {
             guard let first = group.first, let last = group.last else { return }
-            // Readers of these chunks wait for this fetch instead of starting their own.
-            defer { cache.release(Set(group.map(\.digest))) }
-            if yielding {
-                while activity.withLock({ $0.waitingReads > 0 }) {
-                    activity.withLock { $0.background = .paused }
-                    Thread.sleep(forTimeInterval: 0.01)
-                }
-                activity.withLock { $0.background = .running }
-            }
+            // Readers of these chunks wait for this fetch instead of starting their own. The
+            // fetch itself never waits for readers: that would deadlock on our own claims.
+            let claimed = Set(group.map(\.digest))
+            defer { cache.release(claimed) }
             let compressed = try fetch(first.compressedStart, last.compressedEnd - first.compressedStart)
             activity.withLock { $0.fetchedBytes += Int64(compressed.count) }
             for chunk in group {
@@ -436,6 +438,8 @@ extension LayerFileSystem {
                 || chunk.compressedEnd - group[0].compressedStart > groupLimit {
                 try flush()
             }
+            // The background yields to on-demand reads, before it claims anything.
+            if yielding && group.isEmpty { waitWhileReadsWait() }
             // Someone else fetching it ends the run: contiguity is what makes one request.
             guard cache.claim(chunk.digest) else { try flush(); continue }
             group.append(chunk)
@@ -449,6 +453,8 @@ extension LayerFileSystem {
 /// once however many readers wait for it; a failed fetch is not remembered, so a later read
 /// tries again (the mount recovers when the registry does).
 final class ChunkCache: @unchecked Sendable {
+    /// Longer than any single fetch may take (its retries are bounded by the fetch timeout).
+    static let waitLimit: TimeInterval = 120
     let directory: String
     private let condition = NSCondition()
     private var inFlight: Set<Digest> = []
@@ -465,7 +471,14 @@ final class ChunkCache: @unchecked Sendable {
               fetch: () throws -> [UInt8]) throws {
         if try pread(digest, at: offset, into: buffer) { return }
         condition.lock()
-        while inFlight.contains(digest) { condition.wait() }
+        // Waiting for another fetch is bounded too: a read never hangs, whatever goes wrong.
+        let deadline = Date().addingTimeInterval(Self.waitLimit)
+        while inFlight.contains(digest) {
+            guard condition.wait(until: deadline) || !inFlight.contains(digest) else {
+                condition.unlock()
+                throw LazyPullError(.io, "gave up waiting for chunk \(digest) after \(Int(Self.waitLimit)) s")
+            }
+        }
         if FileManager.default.fileExists(atPath: path(digest)) {
             condition.unlock()
             guard try pread(digest, at: offset, into: buffer) else { throw LazyPullError(.io, "chunk \(digest) vanished from the cache") }
