@@ -116,7 +116,7 @@ public final class IsalGzipSource: ByteSource {
             let rc = isal_inflate(state)
             if rc < 0 {
                 throw LazyPullError(.invalidLayer, rc == ISAL_INCORRECT_CHECKSUM
-                                    ? "corrupt gzip stream: checksum mismatch" : "corrupt gzip stream (isa-l error \(rc))")
+                                    ? "corrupt gzip stream: checksum mismatch" : "corrupt gzip stream: invalid compressed data (isa-l error \(rc))")
             }
             if state.pointee.block_state == ISAL_BLOCK_FINISH {
                 // Member done; another may follow in the remaining input.
