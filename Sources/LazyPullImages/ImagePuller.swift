@@ -30,22 +30,10 @@ public final class ImagePuller: Sendable {
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
         let registry = RegistryClient(reference: reference, options: options.registry)
-        let resolved = try registry.resolve(platform: options.platform)
-        let manifest = resolved.manifestValue
-
-        if let index = resolved.index { try state.content.write(index.bytes, as: index.descriptor.digest) }
-        try state.content.write(resolved.manifest.bytes, as: resolved.manifest.descriptor.digest)
-        let configBytes = state.content.contains(manifest.config.digest)
-            ? try state.content.read(manifest.config.digest)
-            : try registry.fetchBlob(manifest.config)
-        try state.content.write(configBytes, as: manifest.config.digest)
-        let config = try ImageConfig.decode(configBytes, what: "\(manifest.config.digest) of \(reference)")
-
-        guard config.rootfs.diffIDs.count == manifest.layers.count else {
-            throw LazyPullError(.invalidManifest,
-                                "\(reference): manifest lists \(manifest.layers.count) layers but the config has \(config.rootfs.diffIDs.count) diff_ids")
-        }
-        let chainIDs = ChainID.chain(config.rootfs.diffIDs)
+        let image = try StoredImage.fetch(reference, registry: registry, platform: options.platform, into: state.content)
+        let manifest = image.manifest
+        let config = image.config
+        let chainIDs = image.chainIDs
         let layers = try manifest.layers.enumerated().map { i, descriptor in
             LayerJob(index: i, descriptor: descriptor, compression: try LayerCompression(mediaType: descriptor.mediaType),
                      diffID: config.rootfs.diffIDs[i], chainID: chainIDs[i])
@@ -98,14 +86,7 @@ public final class ImagePuller: Sendable {
         }
         if unpackedAny { state.sync() }
 
-        let record = ImageRecord(
-            name: reference.description, target: resolved.target, manifest: resolved.manifest.descriptor.digest,
-            config: manifest.config.digest, chainIDs: chainIDs,
-            content: [resolved.index?.descriptor.digest, resolved.manifest.descriptor.digest, manifest.config.digest].compactMap { $0 }
-                + manifest.layers.map(\.digest),
-            size: manifest.layers.reduce(0) { $0 + $1.size },
-            platform: [config.os ?? options.platform.os, config.architecture ?? options.platform.architecture, config.variant]
-                .compactMap { $0 }.joined(separator: "/"))
+        let record = image.record(platform: options.platform, keepingLayers: true)
         try state.metadata.putImage(record)
         return record
     }

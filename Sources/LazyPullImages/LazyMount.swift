@@ -57,18 +57,13 @@ public struct LazyMount: Sendable {
                       fetchTimeoutSeconds: Int = 30, backgroundFetch: Bool = true,
                       executable: String) throws -> ImageRecord? {
         let registry = RegistryClient(reference: reference, options: options.registry)
-        let resolved = try registry.resolve(platform: options.platform)
-        let manifest = resolved.manifestValue
+        let gcLock = try state.gcLock(.shared)
+        defer { withExtendedLifetime(gcLock) {} }
+        let image = try StoredImage.fetch(reference, registry: registry, platform: options.platform, into: state.content)
+        let manifest = image.manifest
         guard !manifest.layers.isEmpty, manifest.layers.allSatisfy({ LayerTOCReader.format(of: $0) != nil }) else {
             return nil
         }
-        let gcLock = try state.gcLock(.shared)
-        defer { withExtendedLifetime(gcLock) {} }
-        if let index = resolved.index { try state.content.write(index.bytes, as: index.descriptor.digest) }
-        try state.content.write(resolved.manifest.bytes, as: resolved.manifest.descriptor.digest)
-        let configBytes = try registry.fetchBlob(manifest.config)
-        try state.content.write(configBytes, as: manifest.config.digest)
-        let config = try ImageConfig.decode(configBytes, what: "\(manifest.config.digest) of \(reference)")
 
         let id = UUID().uuidString
         var keys: [String] = []
@@ -115,12 +110,7 @@ public struct LazyMount: Sendable {
                 let dir = state.snapshots.directory(of: upper)
                 try Mounter.overlay(lowers: lowers, upper: "\(dir)/fs", work: "\(dir)/work", at: target)
             }
-            let record = ImageRecord(
-                name: reference.description, target: resolved.target, manifest: resolved.manifest.descriptor.digest,
-                config: manifest.config.digest, chainIDs: ChainID.chain(config.rootfs.diffIDs),
-                content: [resolved.index?.descriptor.digest, resolved.manifest.descriptor.digest, manifest.config.digest].compactMap { $0 },
-                size: manifest.layers.reduce(0) { $0 + $1.size },
-                platform: [config.os ?? "linux", config.architecture ?? "amd64", config.variant].compactMap { $0 }.joined(separator: "/"))
+            let record = image.record(platform: options.platform, keepingLayers: false)
             try state.metadata.putImage(record)
             try state.metadata.putMount(MountRecord(target: target, image: record.name,
                                                     snapshotKey: readOnly ? nil : upperKey, readOnly: readOnly,
