@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 CURLcode lp_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
 CURLcode lp_curl_setopt_off(CURL *h, CURLoption o, curl_off_t v) { return curl_easy_setopt(h, o, v); }
@@ -93,3 +94,5 @@ void lp_fuse_conn_configure(struct fuse_conn_info *conn, unsigned int max_backgr
 }
 
 void lp_fuse_file_info_keep_cache(struct fuse_file_info *fi) { fi->keep_cache = 1; }
+
+int lp_start_writeback(int fd) { return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }

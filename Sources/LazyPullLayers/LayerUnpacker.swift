@@ -25,6 +25,7 @@ public final class LayerUnpacker {
         return old
     }()
     static let maxCachedDirectories = 1024
+    static let writebackThreshold: Int64 = 256 << 10
 
     public private(set) var entryCount = 0
 
@@ -134,6 +135,8 @@ public final class LayerUnpacker {
             guard fd >= 0 else { throw LazyPullError.io("cannot create", path: "\(rootPath)/\(display)", errno: errno) }
             defer { close(fd) }
             try copyContent(of: content, to: fd, display: display)
+            // Large files start their writeback now, overlapping the rest of the unpack.
+            if entry.size >= Self.writebackThreshold { _ = lp_start_writeback(fd) }
             try setMetadata(fd: fd, entry: entry, display: display)
         case .symlink:
             if symlinkat(entry.linkName, parent, base) != 0 {

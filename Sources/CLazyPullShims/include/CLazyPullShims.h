@@ -55,6 +55,10 @@ void lp_fuse_conn_configure(struct fuse_conn_info *conn, unsigned int max_backgr
 /// Sets `keep_cache` (a bitfield) on an open reply.
 void lp_fuse_file_info_keep_cache(struct fuse_file_info *fi);
 
+/// Starts writeback of a file's dirty pages without waiting (`sync_file_range(2)` with
+/// SYNC_FILE_RANGE_WRITE), so the final sync of a pull has less left to do.
+int lp_start_writeback(int fd);
+
 /// `syncfs(2)` needs _GNU_SOURCE, which Swift's Glibc module does not define.
 int lp_syncfs(int fd);
 
