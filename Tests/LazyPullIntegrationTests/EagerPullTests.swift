@@ -120,6 +120,22 @@ struct EagerPullTests {
         #expect(try lazypull(["prune"], root: root).stdout.contains("removed 0 blobs"))
     }
 
+    @Test("progress bars on a terminal; clean output without one and with --quiet")
+    func progressOutput() throws {
+        let tmp = try TemporaryDirectory("progress")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "small:v1", "2"])
+        let ref = "\(registry.host)/small:v1"
+        // `script` gives the pull a pseudo-terminal.
+        let tty = try run(["script", "-qec", "\(Paths.lazypull) pull --root \(tmp.path)/r1 \(ref)", "/dev/null"])
+        #expect(tty.stdout.contains("[========================]") && tty.stdout.contains("/s"), "\(tty.stdout)")
+        let plain = try lazypull(["pull", ref], root: tmp.path + "/r2")
+        #expect(plain.stderr.isEmpty)
+        #expect(plain.stdout.hasPrefix(ref + " sha256:"))
+        let quiet = try lazypull(["pull", "--quiet", ref], root: tmp.path + "/r3")
+        #expect(quiet.stdout.isEmpty && quiet.stderr.isEmpty)
+    }
+
     @Test("two concurrent pulls of one image into one root both succeed")
     func concurrentPulls() throws {
         let tmp = try TemporaryDirectory("concurrent")
