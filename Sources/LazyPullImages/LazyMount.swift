@@ -225,8 +225,9 @@ public enum LayerHost {
         FileManager.default.createFile(atPath: plan.readyFile, contents: nil)
         let served = layers
         let statusWriter = Thread {
+            var written: Data?
             while true {
-                writeStatus(served, to: plan.statusFile)
+                written = writeStatus(served, to: plan.statusFile, unlessEqualTo: written)
                 Thread.sleep(forTimeInterval: 0.25)
             }
         }
@@ -237,14 +238,19 @@ public enum LayerHost {
         try? FileManager.default.removeItem(atPath: plan.readyFile)
     }
 
-    static func writeStatus(_ layers: [(LayerHostPlan.Layer, LayerFileSystem)], to path: String) {
+    /// Writes the status file (atomically) when it differs from `previous`; returns what it holds.
+    @discardableResult
+    static func writeStatus(_ layers: [(LayerHostPlan.Layer, LayerFileSystem)], to path: String,
+                            unlessEqualTo previous: Data? = nil) -> Data? {
         let status = layers.map { layer, fs in
             let p = fs.progress
             return LazyLayerStatus(digest: layer.descriptor.digest, format: LayerTOCReader.format(of: layer.descriptor) ?? .estargz,
                                    mountpoint: layer.mountpoint, fetchedBytes: p.fetched, totalBytes: p.total, background: p.background)
         }
-        guard let data = try? JSONEncoder().encode(status) else { return }
+        guard let data = try? JSONEncoder().encode(status) else { return previous }
+        guard data != previous else { return previous }
         let temp = path + ".tmp"
         if FileManager.default.createFile(atPath: temp, contents: data) { rename(temp, path) }
+        return data
     }
 }

@@ -5,11 +5,8 @@ import Testing
 /// on the same port while the mount stays up.
 @Suite("Lazy mounts under faults", .serialized)
 struct LazyFaultTests {
-    func proxy(_ port: Int, upstream: String, in dir: String, _ extra: [String] = []) throws -> BackgroundProcess {
-        let ready = dir + "/ready-\(UUID().uuidString)"
-        return try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(upstream)", "--log", dir + "/proxy.log",
-             "--ready-file", ready] + extra, readyFile: ready, log: dir + "/proxy.out")
+    func proxy(_ port: Int, upstream: String, in dir: String, _ faults: [String] = []) throws -> BackgroundProcess {
+        try faultProxy(port: port, upstream: upstream, log: dir + "/proxy.log", in: dir, faults)
     }
 
     /// `cat` in a child with a hang guard: a read through the mount must end by itself.

@@ -59,9 +59,7 @@ struct LazyMountTests {
         try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
         let port = freePort()
         let log = tmp.path + "/proxy.log"
-        let proxy = try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", log,
-             "--ready-file", tmp.path + "/ready"], readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: log, in: tmp.path)
         let root = tmp.path + "/root"
         let mnt = tmp.path + "/mnt"
         try lazypull(["mount", "--no-background-fetch", "127.0.0.1:\(port)/small:esgz", mnt], root: root)
@@ -88,9 +86,7 @@ struct LazyMountTests {
         try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
         let port = freePort()
         let ready = tmp.path + "/ready"
-        var proxy: BackgroundProcess? = try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", tmp.path + "/proxy.log",
-             "--ready-file", ready], readyFile: ready, log: tmp.path + "/proxy.out")
+        var proxy: BackgroundProcess? = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path)
         let root = tmp.path + "/root"
         let ref = "127.0.0.1:\(port)/small:esgz"
 

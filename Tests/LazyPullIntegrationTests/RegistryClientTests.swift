@@ -71,10 +71,7 @@ struct RegistryClientTests {
         try run(["make-small-image.sh", registry.host, "redirect:v1", "2"], environment: ["PUSH_CREDS": "bob:hunter2"])
         let proxyPort = freePort(), cdnPort = freePort()
         let log = tmp.path + "/proxy.log"
-        let proxy = try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(proxyPort), "--upstream", "http://\(registry.host)", "--log", log,
-             "--redirect-port", String(cdnPort), "--upstream-auth", "bob:hunter2", "--ready-file", tmp.path + "/ready"],
-            readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
+        let proxy = try faultProxy(port: proxyPort, upstream: registry.host, log: log, in: tmp.path, ["--redirect-port", String(cdnPort), "--upstream-auth", "bob:hunter2"])
         let auth = Data("bob:hunter2".utf8).base64EncodedString()
         let env = try dockerConfig(tmp.path + "/cfg", #"{"auths": {"127.0.0.1:\#(proxyPort)": {"auth": "\#(auth)"}}}"#)
         try lazypull(["pull", "--quiet", "127.0.0.1:\(proxyPort)/redirect:v1"], root: tmp.path + "/root", environment: env)
@@ -94,10 +91,7 @@ struct RegistryClientTests {
         try run(["make-small-image.sh", registry.host, "retry:v1", "1"])
         let port = freePort()
         let log = tmp.path + "/proxy.log"
-        let proxy = try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", log,
-             "--fail-status", status, "--fail-count", "3", "--ready-file", tmp.path + "/ready"] + extra,
-            readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: log, in: tmp.path, ["--fail-status", status, "--fail-count", "3"] + extra)
         try lazypull(["pull", "--quiet", "127.0.0.1:\(port)/retry:v1"], root: tmp.path + "/root")
         let statuses = logLines(log).compactMap { $0["status"] as? Int }
         #expect(statuses.filter { String($0) == status }.count == 3)
@@ -110,10 +104,7 @@ struct RegistryClientTests {
         let registry = try TestRegistry(in: tmp.path)
         try run(["make-small-image.sh", registry.host, "lying:v1", "2"])
         let port = freePort()
-        let proxy = try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", tmp.path + "/proxy.log",
-             "--flip-byte", "--ready-file", tmp.path + "/ready"],
-            readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path, ["--flip-byte"])
         let root = tmp.path + "/root"
         let result = try lazypull(["pull", "--quiet", "127.0.0.1:\(port)/lying:v1"], root: root, check: false)
         #expect(result.status != 0)
@@ -135,10 +126,7 @@ struct RegistryClientTests {
         let port = freePort()
         let log = tmp.path + "/proxy.log"
         let cut = 3 * 1024 * 1024
-        let proxy = try BackgroundProcess(
-            ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(registry.host)", "--log", log,
-             "--drop-after-bytes", String(cut), "--drop-count", "1", "--ready-file", tmp.path + "/ready"],
-            readyFile: tmp.path + "/ready", log: tmp.path + "/proxy.out")
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: log, in: tmp.path, ["--drop-after-bytes", String(cut), "--drop-count", "1"])
         let root = tmp.path + "/root"
         let ref = "127.0.0.1:\(port)/resume:v1"
         try lazypull(["pull", "--quiet", ref], root: root)

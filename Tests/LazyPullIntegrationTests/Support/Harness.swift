@@ -207,6 +207,15 @@ final class BackgroundProcess {
     deinit { stop() }
 }
 
+/// The fault proxy (Tests/Fixtures/bin/fault-proxy.py) on a loopback port in front of
+/// `upstream`, logging one JSON line per request to `log`; `faults` are its mode options.
+func faultProxy(port: Int, upstream: String, log: String, in dir: String, _ faults: [String] = []) throws -> BackgroundProcess {
+    let ready = dir + "/proxy-ready-\(UUID().uuidString)"
+    return try BackgroundProcess(
+        ["fault-proxy.py", "--listen", String(port), "--upstream", "http://\(upstream)", "--log", log, "--ready-file", ready] + faults,
+        readyFile: ready, log: dir + "/proxy.out")
+}
+
 /// containerd (Debian's 1.6) as a private instance, stopped when dropped.
 final class TestContainerd {
     let dir: String
