@@ -30,9 +30,13 @@ let package = Package(
         .target(name: "LazyPullFS", dependencies: ["LazyPullFUSE", "LazyPullLayers", "LazyPullOCI", "CLazyPullShims"]),
         .target(name: "LazyPullSnapshots", dependencies: ["LazyPullOCI", "LazyPullContent", "CLazyPullShims"]),
         .target(name: "LazyPullImages", dependencies: [
-            "CLazyPullShims", "LazyPullOCI", "LazyPullFUSE", "LazyPullFS", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
+            "CLazyPullShims", "LazyPullOCI", "LazyPullFS", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
+        ]),
+        .target(name: "LazyPullService", dependencies: [
+            "CLazyPullShims", "LazyPullOCI", "LazyPullFUSE", "LazyPullFS", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullImages",
         ]),
         .target(name: "LazyPullCommands", dependencies: [
+            "LazyPullService",
             "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
             "LazyPullImages",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -8,7 +8,8 @@ public struct LazyPullCommand: ParsableCommand {
         commandName: "lazypull",
         abstract: "Pull container images and mount their root filesystems.",
         subcommands: [PullCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self, ImagesCommand.self,
-                      RmiCommand.self, PruneCommand.self, ConvertCommand.self, FuseHostCommand.self])
+                      RmiCommand.self, PruneCommand.self, ConvertCommand.self, ServeCommand.self,
+                      FuseHostCommand.self])
 
     public init() {}
 

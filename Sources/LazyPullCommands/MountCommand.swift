@@ -3,6 +3,7 @@ import Foundation
 import LazyPullContent
 import LazyPullImages
 import LazyPullOCI
+import LazyPullService
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,34 +38,41 @@ struct MountCommand: ParsableCommand {
 
     func run() throws {
         let ref = try Reference(parsing: reference)
+        guard fetchTimeout > 0 else { throw LazyPullError(.invalidArgument, "--fetch-timeout must be at least 1 second") }
         let target = try MountTable.canonicalTarget(directory, create: true)
         let state = try StateRoot(path: global.root)
         if try state.metadata.mount(at: target) != nil {
             throw LazyPullError(.alreadyExists, "\(target) is already a lazypull mount; run `lazypull umount \(target)` first")
         }
-        // Like `docker run`: an image already pulled (with all its layers) is used as it is.
-        let options = try pullOptions(registry, quiet: quiet)
-        if !eager {
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            if let record = try LazyMount(state: state).mount(ref, at: target, readOnly: readOnly, options: options,
-                                                              fetchTimeoutSeconds: fetchTimeout, backgroundFetch: !noBackgroundFetch,
-                                                              executable: executable) {
-                if !quiet { print("mounted \(record.name) at \(target) (lazy)") }
+        if eager {
+            // Eager pulls run here, with progress bars; only the mount of an image that has
+            // lazy layers from an earlier lazy pull needs the control plane (to serve them).
+            let options = try pullOptions(registry, quiet: quiet)
+            let puller = ImagePuller(state: state)
+            let record = try (pull ? nil : puller.localImage(ref, platform: options.platform))
+                ?? puller.pull(ref, options: options)
+            let lazyLayers = LazyLayers(state: state)
+            let hasLazyLayers = try record.chainIDs.contains { chainID in
+                try state.metadata.snapshot(chainID.description).flatMap(lazyLayers.spec(of:)) != nil
+            }
+            if !hasLazyLayers {
+                try MountTable(state: state).mount(record, at: target, readOnly: readOnly)
+                if !quiet { print("mounted \(record.name) at \(target)") }
                 return
             }
-            FileHandle.standardError.write(Data("lazypull: notice: \(ref) has layers that cannot be read lazily; pulling it eagerly\n".utf8))
         }
-        let record: ImageRecord
-        if !pull, let local = try state.metadata.image(named: ref.description),
-           let localPlatform = try? Platform(parsing: local.platform),
-           PlatformMatcher(options.platform).rank(localPlatform) != nil,
-           try local.chainIDs.allSatisfy({ try state.metadata.snapshot($0.description) != nil }) {
-            record = local
-        } else {
-            record = try ImagePuller(state: state).pull(ref, options: options)
+        var request = MountRequest(reference: ref.description, target: target)
+        request.readOnly = readOnly
+        request.pull = pull && !eager
+        request.platform = registry.platform
+        request.plainHTTP = registry.plainHTTP
+        request.insecure = registry.insecure
+        request.fetchTimeoutSeconds = fetchTimeout
+        request.backgroundFetch = !noBackgroundFetch
+        let reply = try ControlClient(root: state.path).call(ControlRequest(.mount, mount: request), start: true) { notice in
+            FileHandle.standardError.write(Data("lazypull: notice: \(notice)\n".utf8))
         }
-        try MountTable(state: state).mount(record, at: target, readOnly: readOnly)
-        if !quiet { print("mounted \(record.name) at \(target)") }
+        if !quiet { print("mounted \(reply?.image ?? ref.description) at \(target)\(eager ? "" : " (lazy)")") }
     }
 }
 
@@ -79,21 +87,39 @@ struct UmountCommand: ParsableCommand {
 
     func run() throws {
         let target = try MountTable.canonicalTarget(directory, create: false)
-        try MountTable(state: try StateRoot(path: global.root)).unmount(target)
+        // Through the control plane when one runs (it may end itself afterwards); directly
+        // otherwise (an eager mount, or a lazy one whose processes are gone).
+        if try ControlClient(root: global.root).call(ControlRequest(.umount, target: target), start: false) == nil {
+            try MountTable(state: try StateRoot(path: global.root)).unmount(target)
+        }
     }
 }
 
-/// The background process serving a lazy mount's FUSE layers (started by `mount`).
-struct FuseHostCommand: ParsableCommand {
+/// `lazypull serve`: the control plane (DESIGN §2a).
+struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fuse-host", abstract: "Serve the FUSE layers of a lazy mount (internal).", shouldDisplay: false)
+        commandName: "serve", abstract: "Run the control plane that serves lazy mounts (started by `mount` when needed).")
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "The layer host plan written by `lazypull mount`.")
-    var plan: String
+    @Flag(name: .customLong("exit-when-idle"), help: "End once nothing is mounted (how `lazypull mount` starts it).")
+    var exitWhenIdle = false
 
     func run() throws {
-        try LayerHost.serve(planPath: plan)
+        let state = try StateRoot(path: global.root)
+        try ControlPlane(state: state, exitWhenIdle: exitWhenIdle).run()
+    }
+}
+
+/// The layer host: the one process that serves every lazy layer's FUSE filesystem.
+struct FuseHostCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fuse-host", abstract: "Serve the FUSE filesystems of lazy layers (started by `serve`).",
+        shouldDisplay: false)
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        try LayerHost.run(paths: ServicePaths(root: global.root))
     }
 }

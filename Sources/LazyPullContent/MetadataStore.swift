@@ -52,21 +52,12 @@ public struct MountRecord: Sendable, Codable, Equatable {
     public var image: String
     public var snapshotKey: String?
     public var readOnly: Bool
-    /// Snapshots whose `fs` is a FUSE mount of a lazily read layer, bottom first.
-    public var lazyLayerKeys: [String]?
-    /// The process serving those FUSE mounts, and the name of its files under `hosts/`.
-    public var hostPID: Int32?
-    public var hostID: String?
 
-    public init(target: String, image: String, snapshotKey: String?, readOnly: Bool,
-                lazyLayerKeys: [String]? = nil, hostPID: Int32? = nil, hostID: String? = nil) {
-        self.hostID = hostID
+    public init(target: String, image: String, snapshotKey: String?, readOnly: Bool) {
         self.target = target
         self.image = image
         self.snapshotKey = snapshotKey
         self.readOnly = readOnly
-        self.lazyLayerKeys = lazyLayerKeys
-        self.hostPID = hostPID
     }
 }
 

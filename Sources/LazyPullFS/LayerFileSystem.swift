@@ -49,6 +49,8 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         var waitingReads = 0
         var lastRead = Date.distantPast
         var background = BackgroundState.off
+        var stopped = false
+        var prefetchFinished = false
     }
 
     /// Names that are format metadata, not image content (DESIGN §5): hidden from the tree.
@@ -366,6 +368,8 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     }
 }
 
+struct BackgroundFetchStopped: Error {}
+
 /// Where a layer's background fetch stands.
 public enum BackgroundState: String, Sendable, Codable {
     case off, prefetching, running, paused, done, failed
@@ -377,13 +381,23 @@ extension LayerFileSystem {
         activity.withLock { ($0.fetchedBytes, dataSize, $0.background) }
     }
 
+    /// Whether the prefetch of `fetchAll` has ended (done or failed).
+    public var prefetchFinished: Bool { activity.withLock { $0.prefetchFinished } }
+
+    /// Ends the background fetch at its next step (the layer was unmounted).
+    public func stopBackgroundFetch() {
+        activity.withLock { $0.stopped = true }
+    }
+
     /// Fetches the chunks of the files the image author listed before `.prefetch.landmark`,
     /// coalesced into as few requests as possible, then (when `background` is set) every other
     /// chunk in blob order, pausing while on-demand reads wait. Blocks; run it on a thread.
     public func fetchAll(background: Bool) {
         activity.withLock { $0.background = .prefetching }
         do {
+            defer { activity.withLock { $0.prefetchFinished = true } }
             try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false)
+            activity.withLock { $0.prefetchFinished = true }
             guard background else { activity.withLock { $0.background = .off }; return }
             // Start once the mount has been quiet for a moment: a starting container reads
             // in bursts, and the background fetch should fill the gaps, not compete.
@@ -398,6 +412,8 @@ extension LayerFileSystem {
             activity.withLock { $0.background = .running }
             try fetchMissing(Array(allChunks[prefetchCount...]), yielding: true)
             activity.withLock { $0.background = .done }
+        } catch is BackgroundFetchStopped {
+            activity.withLock { $0.background = .off }
         } catch {
             FileHandle.standardError.write(Data("lazypull: background fetch stopped: \(error)\n".utf8))
             activity.withLock { $0.background = .failed }
@@ -439,7 +455,10 @@ extension LayerFileSystem {
                 try flush()
             }
             // The background yields to on-demand reads, before it claims anything.
-            if yielding && group.isEmpty { waitWhileReadsWait() }
+            if yielding && group.isEmpty {
+                waitWhileReadsWait()
+                if activity.withLock({ $0.stopped }) { throw BackgroundFetchStopped() }
+            }
             // Someone else fetching it ends the run: contiguity is what makes one request.
             guard cache.claim(chunk.digest) else { try flush(); continue }
             group.append(chunk)

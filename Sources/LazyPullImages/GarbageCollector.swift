@@ -25,7 +25,6 @@ public struct GarbageCollector: Sendable {
         var liveSnapshots = Set(images.flatMap { $0.chainIDs.map(\.description) })
         for mount in try state.metadata.mounts() {
             if let key = mount.snapshotKey { liveSnapshots.insert(key) }
-            liveSnapshots.formUnion(mount.lazyLayerKeys ?? [])
         }
         let all = try state.metadata.snapshots()
         // Parents of live snapshots stay too.
@@ -59,12 +58,15 @@ public struct GarbageCollector: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: ingestRoot)) ?? [] {
             try? FileManager.default.removeItem(atPath: "\(ingestRoot)/\(name)")
         }
-        // Cached chunks serve lazy mounts only: without any, the cache goes.
-        if try state.metadata.mounts().allSatisfy({ ($0.lazyLayerKeys ?? []).isEmpty }) {
-            let cache = "\(state.path)/cache"
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? [] {
-                try? FileManager.default.removeItem(atPath: "\(cache)/\(name)")
-            }
+        // Cached chunks no remaining lazy layer's TOC names.
+        let liveChunks = Set(try LazyLayers(state: state).liveChunks().map(\.encoded))
+        let cache = "\(state.path)/cache/sha256"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
+        where !liveChunks.contains(name) && !name.contains(".tmp.") {
+            let path = "\(cache)/\(name)"
+            var st = stat()
+            if lstat(path, &st) == 0 { report.bytes += Int64(st.st_size) }
+            try? FileManager.default.removeItem(atPath: path)
         }
         // Snapshot directories without a row (a crash between mkdir and insert).
         let known = Set(try state.metadata.snapshots().map { String($0.id) })

@@ -26,7 +26,9 @@ public final class ImagePuller: Sendable {
 
     public init(state: StateRoot) { self.state = state }
 
-    public func pull(_ reference: Reference, options: PullOptions) throws -> ImageRecord {
+    /// Pulls `reference`. With `lazy`, layers that have an eStargz or zstd:chunked index become
+    /// lazily read FUSE snapshots and only the others are downloaded (a notice says which).
+    public func pull(_ reference: Reference, options: PullOptions, lazy: LazyLayerOptions? = nil) throws -> ImageRecord {
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
         let registry = RegistryClient(reference: reference, options: options.registry)
@@ -53,7 +55,10 @@ public final class ImagePuller: Sendable {
             limiter.wait()
             let thread = Thread { [self] in
                 defer { limiter.signal(); group.leave() }
-                let outcome = Result { try self.unpackLayer(layer, registry: registry, progress: progress, slot: slots[layer.index]) }
+                let outcome = Result {
+                    try self.unpackLayer(layer, reference: reference, registry: registry, options: options, lazy: lazy,
+                                         progress: progress, slot: slots[layer.index])
+                }
                 results.withLock { $0[layer.index] = outcome }
             }
             thread.stackSize = 1 << 20
@@ -86,9 +91,19 @@ public final class ImagePuller: Sendable {
         }
         if unpackedAny { state.sync() }
 
-        let record = image.record(platform: options.platform, keepingLayers: true)
+        let record = image.record(platform: options.platform, keepingLayers: lazy == nil)
         try state.metadata.putImage(record)
         return record
+    }
+
+    /// The image as already pulled for `platform`, when every one of its layer snapshots is
+    /// there (`docker run` uses a present image as it is).
+    public func localImage(_ reference: Reference, platform: Platform) throws -> ImageRecord? {
+        guard let local = try state.metadata.image(named: reference.description),
+              let localPlatform = try? Platform(parsing: local.platform),
+              PlatformMatcher(platform).rank(localPlatform) != nil,
+              try local.chainIDs.allSatisfy({ try state.metadata.snapshot($0.description) != nil }) else { return nil }
+        return local
     }
 
     struct LayerJob: Sendable {
@@ -99,12 +114,30 @@ public final class ImagePuller: Sendable {
         var chainID: Digest
     }
 
-    /// Downloads (or reads from the content store) and unpacks one layer into a new active
-    /// snapshot. Returns its key, or nil when the layer's snapshot already exists.
-    func unpackLayer(_ layer: LayerJob, registry: RegistryClient, progress: PullProgress, slot: Int) throws -> String? {
+    /// Makes one layer's snapshot: lazily read when `lazy` is set and the layer allows it,
+    /// otherwise downloaded (or read from the content store) and unpacked. Returns the new
+    /// uncommitted snapshot's key, or nil when the layer's snapshot already exists.
+    func unpackLayer(_ layer: LayerJob, reference: Reference, registry: RegistryClient, options: PullOptions,
+                     lazy: LazyLayerOptions?, progress: PullProgress, slot: Int) throws -> String? {
         if try state.metadata.snapshot(layer.chainID.description) != nil {
             progress.set(slot, state: "exists", done: layer.descriptor.size)
             return nil
+        }
+        if let lazy {
+            let digest = layer.descriptor.digest
+            if LayerTOCReader.format(of: layer.descriptor) == nil {
+                lazy.notice("layer \(digest) (\(layer.descriptor.mediaType)) cannot be read lazily: it has no eStargz or zstd:chunked index; pulling it")
+            } else {
+                do {
+                    let key = try LazyLayers(state: state).prepare(
+                        layer.descriptor, chainID: layer.chainID, reference: reference, registry: registry,
+                        registryOptions: options.registry, options: lazy)
+                    progress.set(slot, state: "lazy", done: 0)
+                    return key
+                } catch {
+                    lazy.notice("layer \(digest) cannot be read lazily (\(error)); pulling it")
+                }
+            }
         }
         let key = "extract-\(layer.chainID.encoded.prefix(16))-\(UUID().uuidString)"
         let snapshot = try state.snapshots.prepare(key: key, parent: nil)

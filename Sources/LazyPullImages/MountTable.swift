@@ -49,10 +49,11 @@ public struct MountTable: Sendable {
         } catch let error as LazyPullError where error.code == .io && error.message.contains("Invalid argument") {
             // Already unmounted by someone else: finish the bookkeeping.
         }
-        try LazyMount(state: state).release(record)
         if let key = record.snapshotKey, try state.metadata.snapshot(key) != nil {
             try state.snapshots.remove(key)
         }
         try state.metadata.deleteMount(at: target)
+        // Lazy layers only this mount stood on are not served any more.
+        try LazyLayers(state: state).detachUnneeded()
     }
 }

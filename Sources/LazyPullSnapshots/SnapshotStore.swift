@@ -57,6 +57,8 @@ public final class SnapshotStore: Sendable {
             throw LazyPullError(.notFound, "snapshot \(key) not found")
         }
         try metadata.deleteSnapshot(key)
+        // A lazy layer's `fs` is a FUSE mount: detach it (its server then lets it go).
+        umount2(fsPath(of: record), Int32(MNT_DETACH))
         try Self.removeTree(directory(of: record))
     }
 

@@ -124,12 +124,6 @@ struct LazyMountTests {
         #expect(try lazypull(["status", mnt], root: root).stdout.contains("lazy"))
     }
 
-    func statusLayers(root: String, dir: String) throws -> [[String: Any]] {
-        let out = try lazypull(["status", "--json", dir], root: root).stdout
-        let mounts = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]] ?? []
-        return mounts.first?["layers"] as? [[String: Any]] ?? []
-    }
-
     @Test("an image without lazy layers is pulled eagerly, with a notice")
     func fallback() throws {
         let tmp = try TemporaryDirectory("fallback")

@@ -62,4 +62,12 @@ int lp_start_writeback(int fd);
 /// `syncfs(2)` needs _GNU_SOURCE, which Swift's Glibc module does not define.
 int lp_syncfs(int fd);
 
+/// Starts `argv[0]` detached from its starter: a new session (`setsid`), stdin from
+/// /dev/null, stdout and stderr appended to `log`, every other descriptor closed.
+/// Returns 0 and the child's pid, or an errno value.
+int lp_spawn_daemon(const char *path, char *const argv[], const char *log, pid_t *pid);
+
+/// `accept4(2)` with SOCK_CLOEXEC (a _GNU_SOURCE function).
+int lp_accept_cloexec(int fd);
+
 #endif

@@ -113,8 +113,30 @@ final class TemporaryDirectory {
     }
 
     deinit {
+        killProcesses(using: path)
         unmountAll(under: path)
         try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// SIGKILLs every process whose command line names `path` (lazypull's control plane and
+/// layer host for a state root below it), and waits (bounded) until they are gone.
+func killProcesses(using path: String) {
+    func matching() -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { name -> pid_t? in
+            guard let pid = pid_t(name), pid != getpid(),
+                  let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return nil }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return arguments.contains { $0 == path || $0.hasPrefix(path + "/") } ? pid : nil
+        }
+    }
+    let deadline = Date().addingTimeInterval(10)
+    var pids = matching()
+    while !pids.isEmpty && Date() < deadline {
+        pids.forEach { kill($0, SIGKILL) }
+        Thread.sleep(forTimeInterval: 0.02)
+        pids = matching()
     }
 }
 

@@ -1,0 +1,163 @@
+import Foundation
+import LazyPullContent
+import LazyPullFS
+import LazyPullLayers
+import LazyPullOCI
+import LazyPullRegistry
+import LazyPullSnapshots
+
+/// Everything needed to serve one lazily read layer, persisted as `lazy.json` in its snapshot
+/// directory next to the verified TOC (`toc.json`), so the layer can be served again after a
+/// restart without asking the registry for anything but chunks not yet cached.
+public struct LazyLayerSpec: Codable, Sendable, Equatable {
+    public var reference: String
+    public var descriptor: Descriptor
+    /// The snapshot's `fs` directory, where the layer's FUSE filesystem is mounted.
+    public var mountpoint: String
+    public var tocPath: String
+    /// Where the layer's file data ends in the blob (the TOC follows).
+    public var dataEnd: Int64
+    public var plainHTTP: Bool
+    public var insecure: Bool
+    /// Verified chunks, shared by every lazy layer of the root.
+    public var cacheDirectory: String
+    /// A read of content that cannot be fetched fails with EIO after about this long.
+    public var fetchTimeoutSeconds: Int
+    /// Fetch every chunk in the background after the prefetch.
+    public var backgroundFetch: Bool
+
+    public var format: LazyLayerFormat { LayerTOCReader.format(of: descriptor) ?? .estargz }
+}
+
+/// What `lazypull status` shows of one served lazy layer.
+public struct LazyLayerStatus: Codable, Sendable {
+    public var digest: Digest
+    public var format: LazyLayerFormat
+    public var mountpoint: String
+    public var fetchedBytes: Int64
+    public var totalBytes: Int64
+    public var background: BackgroundState
+
+    public init(digest: Digest, format: LazyLayerFormat, mountpoint: String, fetchedBytes: Int64,
+                totalBytes: Int64, background: BackgroundState) {
+        self.digest = digest
+        self.format = format
+        self.mountpoint = mountpoint
+        self.fetchedBytes = fetchedBytes
+        self.totalBytes = totalBytes
+        self.background = background
+    }
+}
+
+/// How a pull treats layers that have an eStargz or zstd:chunked index: their snapshot
+/// becomes a FUSE mount served by the layer host instead of an unpacked tree.
+public struct LazyLayerOptions: Sendable {
+    public var fetchTimeoutSeconds = 30
+    public var backgroundFetch = true
+    /// Mounts the layer (the layer host's `attach`); returns once it can be read.
+    public var attach: @Sendable (LazyLayerSpec) throws -> Void
+    /// One line for the user, e.g. why a layer is pulled eagerly after all.
+    public var notice: @Sendable (String) -> Void
+
+    public init(attach: @escaping @Sendable (LazyLayerSpec) throws -> Void, notice: @escaping @Sendable (String) -> Void) {
+        self.attach = attach
+        self.notice = notice
+    }
+}
+
+/// Lazy layers among a root's snapshots: which exist, which must be served, and detaching
+/// the rest.
+public struct LazyLayers: Sendable {
+    let state: StateRoot
+
+    public init(state: StateRoot) { self.state = state }
+
+    static let specFile = "lazy.json"
+
+    /// The spec of a lazy layer's snapshot, nil for ordinary snapshots.
+    public func spec(of snapshot: SnapshotRecord) -> LazyLayerSpec? {
+        let path = "\(state.snapshots.directory(of: snapshot))/\(Self.specFile)"
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return try? JSONDecoder().decode(LazyLayerSpec.self, from: data)
+    }
+
+    func write(_ spec: LazyLayerSpec, for snapshot: SnapshotRecord) throws {
+        let path = "\(state.snapshots.directory(of: snapshot))/\(Self.specFile)"
+        try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// Lazy layers that some active snapshot or view (a mount, a container) stands on: they
+    /// must be served. Keyed by snapshot key.
+    public func needed() throws -> [String: LazyLayerSpec] {
+        let all = try state.metadata.snapshots()
+        let byKey = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
+        var needed: [String: LazyLayerSpec] = [:]
+        for snapshot in all where snapshot.kind != .committed {
+            var next = snapshot.parent
+            while let key = next, let parent = byKey[key] {
+                if needed[key] == nil, let spec = spec(of: parent) { needed[key] = spec }
+                next = parent.parent
+            }
+        }
+        return needed
+    }
+
+    /// Every lazy layer's spec, keyed by snapshot key.
+    public func all() throws -> [String: LazyLayerSpec] {
+        var specs: [String: LazyLayerSpec] = [:]
+        for snapshot in try state.metadata.snapshots() {
+            if let spec = spec(of: snapshot) { specs[snapshot.key] = spec }
+        }
+        return specs
+    }
+
+    /// Unmounts the FUSE filesystems of lazy layers nothing stands on any more (the layer
+    /// host notices and lets them go). Their TOC and cached chunks stay for the next mount.
+    public func detachUnneeded() throws {
+        let needed = Set(try needed().keys)
+        // Uncommitted lazy layers belong to a pull in progress.
+        for snapshot in try state.metadata.snapshots() where snapshot.kind == .committed && !needed.contains(snapshot.key) {
+            if let spec = spec(of: snapshot) { umount2(spec.mountpoint, Int32(MNT_DETACH)) }
+        }
+    }
+
+    /// Fetches and verifies a layer's TOC and prepares its snapshot: `toc.json`, `lazy.json`,
+    /// and the FUSE mount (through `options.attach`). Returns the uncommitted snapshot's key.
+    func prepare(_ layer: Descriptor, chainID: Digest, reference: Reference, registry: RegistryClient,
+                 registryOptions: RegistryOptions, options: LazyLayerOptions) throws -> String {
+        let located = try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+        let key = "lazy-\(chainID.encoded.prefix(16))-\(UUID().uuidString)"
+        let snapshot = try state.snapshots.prepare(key: key, parent: nil)
+        do {
+            let directory = state.snapshots.directory(of: snapshot)
+            let tocPath = "\(directory)/toc.json"
+            try Data(located.json).write(to: URL(fileURLWithPath: tocPath))
+            let spec = LazyLayerSpec(reference: reference.description, descriptor: layer,
+                                     mountpoint: state.snapshots.fsPath(of: snapshot), tocPath: tocPath,
+                                     dataEnd: located.dataEnd, plainHTTP: registryOptions.plainHTTP,
+                                     insecure: registryOptions.http.insecureSkipVerify,
+                                     cacheDirectory: "\(state.path)/cache",
+                                     fetchTimeoutSeconds: options.fetchTimeoutSeconds,
+                                     backgroundFetch: options.backgroundFetch)
+            try write(spec, for: snapshot)
+            try options.attach(spec)
+            return key
+        } catch {
+            try? state.snapshots.remove(key)
+            throw error
+        }
+    }
+
+    /// Chunk digests referenced by the TOCs of every lazy layer: what the cache must keep.
+    public func liveChunks() throws -> Set<Digest> {
+        var live = Set<Digest>()
+        for spec in try all().values {
+            guard let json = FileManager.default.contents(atPath: spec.tocPath),
+                  let toc = try? LayerTOCReader.decode(Array(json), layer: spec.descriptor.digest) else { continue }
+            for entry in toc.entries {
+                if let text = entry.chunkDigest ?? entry.digest, let digest = try? Digest(parsing: text) { live.insert(digest) }
+            }
+        }
+        return live
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import LazyPullContent
+import LazyPullImages
+import LazyPullOCI
+import LazyPullRegistry
+import Synchronization
+
+/// The control plane, `lazypull serve` (DESIGN §2a): owns mounts and snapshots for the CLI
+/// (and, later, containerd), and drives the layer host. It can be restarted at any time: on
+/// start it re-attaches every lazy layer a mount or container stands on, from local state.
+public final class ControlPlane: Sendable {
+    let state: StateRoot
+    let paths: ServicePaths
+    let host: LayerHostClient
+    /// Started on demand by the CLI: end (with the layer host) once nothing is mounted.
+    let exitWhenIdle: Bool
+    /// Mounts and unmounts run one at a time.
+    private let operations = Mutex<Void>(())
+    private let listener = Mutex<JSONLineListener?>(nil)
+
+    public init(state: StateRoot, exitWhenIdle: Bool) {
+        self.state = state
+        self.paths = ServicePaths(root: state.path)
+        self.host = LayerHostClient(paths: paths)
+        self.exitWhenIdle = exitWhenIdle
+    }
+
+    /// Serves the control socket until the process ends. One control plane serves a root at
+    /// a time: another waits until this one ends.
+    public func run() throws -> Never {
+        try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
+        let lock = try FileLock(path: paths.controlLock, mode: .exclusive)
+        try restore()
+        let listener = try JSONLineListener(path: paths.controlSocket)
+        self.listener.withLock { $0 = listener }
+        log("control plane \(getpid()) serving \(paths.controlSocket)")
+        listener.serve { [self] connection in
+            withExtendedLifetime(lock) { handle(connection) }
+        }
+    }
+
+    /// Serves again every lazy layer that something stands on (after a restart of this
+    /// process or of the layer host). Needs only local state.
+    func restore() throws {
+        for (key, spec) in try LazyLayers(state: state).needed() {
+            do { try host.attach(spec) } catch { log("cannot serve lazy layer \(key): \(error)") }
+        }
+    }
+
+    func handle(_ connection: JSONLineConnection) {
+        guard let request = try? connection.receive(ControlRequest.self) else { return }
+        let reply: ControlReply
+        var idle = false
+        do {
+            switch request.operation {
+            case .mount:
+                guard let mount = request.mount else { throw LazyPullError(.invalidArgument, "mount without arguments") }
+                let image = try operations.withLock { _ in
+                    try self.mount(mount) { notice in try? connection.send(ControlReply(notice: notice)) }
+                }
+                reply = ControlReply(done: true, image: image)
+            case .umount:
+                guard let target = request.target else { throw LazyPullError(.invalidArgument, "umount without a directory") }
+                idle = try operations.withLock { _ in
+                    try MountTable(state: state).unmount(target)
+                    return try stopListeningIfIdle()
+                }
+                reply = ControlReply(done: true)
+            case .status:
+                reply = ControlReply(done: true, status: try MountStatusReport(state: state).build(
+                    target: request.target, served: try host.status()))
+            case .shutdown:
+                try? connection.send(ControlReply(done: true))
+                shutdown()
+            }
+        } catch {
+            reply = ControlReply(done: true, error: WireError(error))
+            if request.operation == .mount {
+                idle = operations.withLock { _ in (try? stopListeningIfIdle()) ?? false }
+            }
+        }
+        try? connection.send(reply)
+        if idle { shutdown() }
+    }
+
+    /// When started on demand and nothing is mounted any more: stop taking requests, so the
+    /// next client starts a new control plane, and say the process should end.
+    func stopListeningIfIdle() throws -> Bool {
+        guard exitWhenIdle, try isIdle() else { return false }
+        listener.withLock { $0?.stopListening() }
+        return true
+    }
+
+    /// `lazypull mount REF DIR`: the image's lazily readable layers are served by the layer
+    /// host, the others pulled (with a notice), and overlayfs stacks them at DIR.
+    func mount(_ request: MountRequest, notice: @escaping @Sendable (String) -> Void) throws -> String {
+        let reference = try Reference(parsing: request.reference)
+        if try state.metadata.mount(at: request.target) != nil {
+            throw LazyPullError(.alreadyExists, "\(request.target) is already a lazypull mount; run `lazypull umount \(request.target)` first")
+        }
+        var options = PullOptions()
+        if let platform = request.platform { options.platform = try Platform(parsing: platform) }
+        options.registry.plainHTTP = request.plainHTTP
+        options.registry.http.insecureSkipVerify = request.insecure
+        options.parallelLayers = 8
+        let puller = ImagePuller(state: state)
+        var record = request.pull ? nil : try puller.localImage(reference, platform: options.platform)
+        if record == nil {
+            var lazy = LazyLayerOptions(attach: { [host] in try host.attach($0) }, notice: notice)
+            lazy.fetchTimeoutSeconds = request.fetchTimeoutSeconds
+            lazy.backgroundFetch = request.backgroundFetch
+            record = try puller.pull(reference, options: options, lazy: lazy)
+        }
+        guard let record else { throw LazyPullError(.notFound, "\(reference) not found") }
+        // Layers pulled lazily before are served again, with this mount's settings.
+        let layers = LazyLayers(state: state)
+        for chainID in record.chainIDs {
+            guard let snapshot = try state.metadata.snapshot(chainID.description), var spec = layers.spec(of: snapshot) else { continue }
+            spec.fetchTimeoutSeconds = request.fetchTimeoutSeconds
+            spec.backgroundFetch = request.backgroundFetch
+            try host.attach(spec)
+        }
+        try MountTable(state: state).mount(record, at: request.target, readOnly: request.readOnly)
+        return record.name
+    }
+
+    /// Nothing mounted and no lazy layer in use.
+    func isIdle() throws -> Bool {
+        try state.metadata.mounts().isEmpty && LazyLayers(state: state).needed().isEmpty
+    }
+
+    func shutdown() -> Never {
+        try? host.shutdown()
+        log("control plane \(getpid()) exiting")
+        exit(0)
+    }
+
+    func log(_ line: String) {
+        FileHandle.standardError.write(Data("lazypull: \(line)\n".utf8))
+    }
+}
+
+/// `lazypull status`: per mount and layer, how it is read and how far its fetch has come.
+public struct MountStatusReport: Sendable {
+    let state: StateRoot
+
+    public init(state: StateRoot) { self.state = state }
+
+    /// `served`: the layer host's view of the lazy layers it serves (empty when none runs).
+    public func build(target: String?, served: [LazyLayerStatus]) throws -> [MountStatus] {
+        var mounts = try state.metadata.mounts()
+        if let target {
+            mounts = mounts.filter { $0.target == target }
+            guard !mounts.isEmpty else { throw LazyPullError(.notFound, "\(target) is not mounted by lazypull") }
+        }
+        let byMountpoint = Dictionary(served.map { ($0.mountpoint, $0) }, uniquingKeysWith: { a, _ in a })
+        let lazyLayers = LazyLayers(state: state)
+        return try mounts.map { mount in
+            var layers: [LayerStatus] = []
+            if let image = try state.metadata.image(named: mount.image),
+               case .manifest(let manifest)? = try? ManifestDocument.decode(try state.content.read(image.manifest),
+                                                                            contentType: nil, what: image.name) {
+                for (descriptor, chainID) in zip(manifest.layers, image.chainIDs) {
+                    let snapshot = try state.metadata.snapshot(chainID.description)
+                    if let snapshot, let spec = lazyLayers.spec(of: snapshot) {
+                        let live = byMountpoint[spec.mountpoint]
+                        layers.append(LayerStatus(digest: descriptor.digest.description, format: spec.format.rawValue, mode: "lazy",
+                                                  fetchedBytes: live?.fetchedBytes ?? 0, totalBytes: live?.totalBytes ?? spec.dataEnd,
+                                                  background: live?.background.rawValue ?? "not served"))
+                    } else {
+                        layers.append(LayerStatus(digest: descriptor.digest.description,
+                                                  format: (try? LayerCompression(mediaType: descriptor.mediaType).rawValue) ?? descriptor.mediaType,
+                                                  mode: "eager", fetchedBytes: descriptor.size, totalBytes: descriptor.size,
+                                                  background: "n/a"))
+                    }
+                }
+            }
+            return MountStatus(target: mount.target, image: mount.image, layers: layers.reversed())
+        }
+    }
+}
+
+/// The CLI's handle on the control plane, which it starts when none runs.
+public struct ControlClient: Sendable {
+    let paths: ServicePaths
+
+    public init(root: String) { paths = ServicePaths(root: root) }
+
+    /// Sends `request` and returns the final reply; notices go to `notice` as they arrive.
+    /// With `start`, a control plane is started (ending itself once idle) if none runs;
+    /// without, nil means none runs.
+    public func call(_ request: ControlRequest, start: Bool, retry: Bool = true,
+                     notice: (String) -> Void = { _ in }) throws -> ControlReply? {
+        let connection: JSONLineConnection?
+        if start {
+            connection = try Daemon.connect(to: paths.controlSocket,
+                                            starting: ["serve", "--root", paths.root, "--exit-when-idle"],
+                                            log: paths.controlLog, what: "control plane")
+        } else {
+            connection = try JSONLineConnection.connect(to: paths.controlSocket)
+        }
+        guard let connection else { return nil }
+        try connection.send(request)
+        var answered = false
+        while let reply = try connection.receive(ControlReply.self) {
+            answered = true
+            if let text = reply.notice { notice(text) }
+            guard reply.done else { continue }
+            if let error = reply.error { throw error.error }
+            return reply
+        }
+        // A control plane that was ending as we connected closes without a word: ask its
+        // successor.
+        if !answered && retry { return try call(request, start: start, retry: false, notice: notice) }
+        throw LazyPullError(.io, "the control plane closed the connection (see \(paths.controlLog))")
+    }
+}

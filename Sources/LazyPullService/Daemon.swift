@@ -1,0 +1,93 @@
+import CLazyPullShims
+import Foundation
+import LazyPullImages
+import LazyPullOCI
+
+/// Starting lazypull's background processes: `executable ARGS` in a session of its own (so it
+/// outlives its starter and a terminal's hangup), output appended to a log file.
+enum Daemon {
+    /// The running lazypull binary.
+    static var executable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    static func spawn(_ arguments: [String], log: String) throws -> pid_t {
+        try FileManager.default.createDirectory(atPath: (log as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = lp_spawn_daemon(executable, argv, log, &pid)
+        guard rc == 0 else {
+            throw LazyPullError(.io, "cannot start \(executable) \(arguments.first ?? ""): \(String(cString: strerror(rc)))")
+        }
+        // Reap it when it ends so it does not linger as a zombie of a long-lived parent.
+        let child = pid
+        let reaper = Thread { var status: Int32 = 0; waitpid(child, &status, 0) }
+        reaper.stackSize = 64 << 10
+        reaper.start()
+        return pid
+    }
+
+    /// Connects to `socket`, starting the process that serves it when nobody does, and waits
+    /// (bounded) until it answers.
+    static func connect(to socket: String, starting arguments: [String], log: String,
+                        what: String) throws -> JSONLineConnection {
+        if let connection = try JSONLineConnection.connect(to: socket) { return connection }
+        let pid = try spawn(arguments, log: log)
+        var deadline = Date().addingTimeInterval(30)
+        var exited = false
+        while Date() < deadline {
+            if let connection = try JSONLineConnection.connect(to: socket) { return connection }
+            // It exits at once when another instance holds the root (that one will answer
+            // soon) or when it cannot start (then give up soon).
+            if !exited && kill(pid, 0) != 0 {
+                exited = true
+                deadline = min(deadline, Date().addingTimeInterval(3))
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let last = text.split(separator: "\n").last.map(String.init) ?? "no output"
+        throw LazyPullError(.io, "the \(what) did not start (see \(log)): \(last)")
+    }
+}
+
+/// The control plane's handle on the layer host.
+public final class LayerHostClient: Sendable {
+    let paths: ServicePaths
+
+    public init(paths: ServicePaths) { self.paths = paths }
+
+    /// One request on a fresh connection (the host may have been restarted since the last).
+    func call(_ request: LayerHostRequest, start: Bool = true) throws -> LayerHostReply? {
+        let connection: JSONLineConnection?
+        if start {
+            connection = try Daemon.connect(to: paths.hostSocket, starting: ["fuse-host", "--root", paths.root],
+                                            log: paths.hostLog, what: "layer host")
+        } else {
+            connection = try JSONLineConnection.connect(to: paths.hostSocket)
+        }
+        guard let connection else { return nil }
+        try connection.send(request)
+        guard let reply = try connection.receive(LayerHostReply.self) else {
+            throw LazyPullError(.io, "the layer host closed the connection (see \(paths.hostLog))")
+        }
+        if let error = reply.error { throw error.error }
+        return reply
+    }
+
+    public func attach(_ spec: LazyLayerSpec) throws {
+        _ = try call(LayerHostRequest(.attach, layer: spec))
+    }
+
+    /// The served layers; empty when no host runs.
+    public func status() throws -> [LazyLayerStatus] {
+        try call(LayerHostRequest(.status), start: false)?.layers ?? []
+    }
+
+    /// Unmounts every layer and ends the host, if one runs.
+    public func shutdown() throws {
+        _ = try? call(LayerHostRequest(.shutdown), start: false)
+    }
+}
