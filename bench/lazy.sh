@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$results" "$cache"
-[ -f "$cache/python/index.json" ] || "$here/make-python-image.sh" "$cache/python" bookworm
+[ -f "$cache/python/index.json" ] || "$fixtures/make-python-image.sh" "$cache/python" bookworm
 
 "$fixtures/registry.sh" start "$work/registry" "$regport" plain >/dev/null
 skopeo copy -q --dest-tls-verify=false "oci:$cache/python:bookworm" "docker://$direct/bench/python:gzip"

@@ -28,7 +28,7 @@ trap cleanup EXIT
 mkdir -p "$results" "$cache"
 if [ ! -f "$cache/python/index.json" ]; then
     echo "building the python benchmark image with mmdebstrap (cached in $cache)..."
-    "$here/make-python-image.sh" "$cache/python" bookworm
+    "$fixtures/make-python-image.sh" "$cache/python" bookworm
 fi
 
 "$fixtures/registry.sh" start "$work/registry" "$port" plain >/dev/null

@@ -76,6 +76,35 @@ struct LazyMountTests {
         withExtendedLifetime(proxy) {}
     }
 
+    @Test("python3 in a chroot of a lazily mounted Debian + python3 eStargz image fetches under 10 % of it, counted on the wire")
+    func pythonLaziness() throws {
+        let tmp = try TemporaryDirectory("python")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-python-image.sh", tmp.path + "/oci", "bookworm"])
+        try run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "oci:\(tmp.path)/oci:bookworm", "docker://\(registry.host)/python:gzip"])
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/python:gzip", "\(registry.host)/python:esgz", "estargz"])
+        let raw = try run(["skopeo", "inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/python:esgz"]).stdout
+        let manifest = try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any] ?? [:]
+        let imageBytes = (manifest["layers"] as? [[String: Any]] ?? []).compactMap { $0["size"] as? Int }.reduce(0, +)
+        #expect(imageBytes > 20_000_000)
+
+        let port = freePort()
+        let log = tmp.path + "/proxy.log"
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: log, in: tmp.path)
+        let root = tmp.path + "/root"
+        let mnt = tmp.path + "/mnt"
+        try lazypull(["mount", "--no-background-fetch", "127.0.0.1:\(port)/python:esgz", mnt], root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        #expect(try run(["chroot", mnt, "/usr/bin/python3", "-c", "print(\"hello\")"]).stdout == "hello\n")
+        let fetched = logLines(log).compactMap { $0["bytes_sent"] as? Int }.reduce(0, +)
+        #expect(fetched > 0)
+        #expect(fetched * 10 < imageBytes, "fetched \(fetched) of \(imageBytes) bytes to run python3")
+        print("python3 hello: fetched \(fetched) of \(imageBytes) compressed bytes")
+        try lazypull(["umount", mnt], root: root)
+        withExtendedLifetime(proxy) {}
+    }
+
     @Test("status shows fetched bytes; after the background fetch the layer is read without the registry")
     func backgroundFetchAndStatus() throws {
         let tmp = try TemporaryDirectory("background")

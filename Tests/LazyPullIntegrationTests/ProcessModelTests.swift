@@ -73,6 +73,12 @@ struct ProcessModelTests {
         }
         #expect(gone, "lazypull processes still running after the last umount")
         #expect(fuseMounts(under: root) == 0)
+
+        // Removing the images removes their lazy snapshots and cached chunks.
+        #expect(!(try FileManager.default.contentsOfDirectory(atPath: root + "/cache/sha256")).isEmpty)
+        try lazypull(["rmi", "\(registry.host)/small:esgz", "\(registry.host)/other:esgz"], root: root)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/cache/sha256") == [])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/snapshots") == ["locks"])
     }
 }
 
