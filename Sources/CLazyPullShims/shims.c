@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <malloc.h>
 #include <sys/socket.h>
 
 CURLcode lp_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
@@ -85,6 +86,11 @@ int lp_spawn_daemon(const char *path, char *const argv[], const char *log, pid_t
     return rc;
 }
 
+void lp_tune_malloc(int arenas, int mmap_threshold) {
+    mallopt(M_ARENA_MAX, arenas);
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+}
+
 int lp_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 struct fuse_session *lp_fuse_session_new(int argc, char **argv, const struct fuse_lowlevel_ops *ops,
@@ -111,8 +117,24 @@ void lp_fuse_conn_configure(struct fuse_conn_info *conn, unsigned int max_backgr
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+    if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     conn->max_background = max_background;
     conn->congestion_threshold = max_background * 3 / 4;
+}
+
+unsigned int lp_fuse_conn_stateless_open(const struct fuse_conn_info *conn) {
+    return ((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) ? 1u : 0u)
+         | ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) ? 2u : 0u);
+}
+
+int lp_fuse_reply_fd(fuse_req_t req, int fd, off_t offset, size_t length) {
+    struct fuse_bufvec data = FUSE_BUFVEC_INIT(length);
+    data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+    data.buf[0].fd = fd;
+    data.buf[0].pos = offset;
+    return fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
 }
 
 void lp_fuse_file_info_keep_cache(struct fuse_file_info *fi) { fi->keep_cache = 1; }

@@ -15,6 +15,10 @@ struct Chunk: Sendable {
     /// Offset of the chunk inside its decompressed frame (several chunks may share one).
     var innerOffset: Int64
     var digest: Digest
+    /// Position in the layer's chunk list and in its cache's data file (set after the tree
+    /// is built).
+    var index = 0
+    var dataOffset: Int64 = 0
 }
 
 /// One inode of the layer tree.
@@ -35,7 +39,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     private var nodes: [Node] = []           // index = inode - 1; immutable after init
     private let format: LazyLayerFormat
     private let fetch: @Sendable (Int64, Int64) throws -> [UInt8]
-    private let cache: ChunkCache
+    private let cache: LayerDataCache
     /// Every chunk in blob order; the chunks of files before `.prefetch.landmark` come first
     /// in `prefetchCount`.
     private var allChunks: [Chunk] = []
@@ -43,9 +47,15 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     private let activity = Mutex(Activity())
     /// Compressed bytes of file data in the blob (the TOC excluded).
     public let dataSize: Int64
+    /// Whether any inode has an extended attribute. When none has, `getxattr` answers ENOSYS
+    /// and the kernel stops asking: overlayfs looks up its `trusted.overlay.*` attributes on
+    /// every lower entry, a round trip per file otherwise. (Getting an attribute then fails
+    /// with EOPNOTSUPP instead of ENODATA; listing them still works and lists none.)
+    private let hasExtendedAttributes: Bool
 
     struct Activity {
         var fetchedBytes: Int64 = 0
+        var fetchRequests = 0
         var waitingReads = 0
         var lastRead = Date.distantPast
         var background = BackgroundState.off
@@ -56,226 +66,34 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     /// Names that are format metadata, not image content (DESIGN §5): hidden from the tree.
     static let hiddenNames: Set<String> = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 
-    /// `cacheDirectory` holds verified chunks, shared by every layer (chunks are named by digest).
-    public init(located: LayerTOCReader.Located, cacheDirectory: String,
+    /// `cacheDirectory` holds the fetched contents of lazy layers, a data file and a map per
+    /// layer, named by `layer` (the blob digest).
+    public init(located: LayerTOCReader.Located, layer: Digest, cacheDirectory: String,
                 fetch: @escaping @Sendable (Int64, Int64) throws -> [UInt8]) throws {
         self.format = located.format
         self.fetch = fetch
-        self.cache = try ChunkCache(directory: cacheDirectory)
         self.dataSize = located.dataEnd
-        var root = stat()
-        root.st_mode = S_IFDIR | 0o755
-        root.st_nlink = 2
-        root.st_ino = 1
-        nodes = [Node(attributes: root)]
-        try build(located.toc, dataEnd: located.dataEnd)
+        var tree = LayerTree()
+        try tree.build(located.toc, dataEnd: located.dataEnd)
+        var nodes = tree.nodes
+        // Every regular file gets its own span of the cache's data file, in tree order.
+        var index = 0
+        var position: Int64 = 0
+        for i in nodes.indices where !nodes[i].chunks.isEmpty {
+            for c in nodes[i].chunks.indices {
+                nodes[i].chunks[c].index = index
+                nodes[i].chunks[c].dataOffset = position + nodes[i].chunks[c].fileOffset
+                index += 1
+            }
+            position += Int64(nodes[i].attributes.st_size)
+        }
+        self.nodes = nodes
+        hasExtendedAttributes = nodes.contains { !$0.xattrs.isEmpty }
+        cache = try LayerDataCache(directory: cacheDirectory, layer: layer, chunkCount: index, dataSize: position)
         allChunks = nodes.flatMap(\.chunks).sorted { $0.compressedStart < $1.compressedStart }
         if let landmark = located.toc.entries.first(where: { $0.name == ".prefetch.landmark" })?.offset {
             prefetchCount = allChunks.firstIndex { $0.compressedStart >= landmark } ?? allChunks.count
         }
-    }
-
-    // MARK: Building the tree
-
-    private func build(_ toc: LayerTOC, dataEnd: Int64) throws {
-        let offsets = Array(Set(toc.entries.compactMap(\.offset))).sorted()
-        func compressedEnd(after start: Int64, explicit: Int64?) -> Int64 {
-            if let explicit, explicit > start { return explicit }
-            var lo = 0, hi = offsets.count
-            while lo < hi { let mid = (lo + hi) / 2; if offsets[mid] <= start { lo = mid + 1 } else { hi = mid } }
-            return lo < offsets.count ? offsets[lo] : dataEnd
-        }
-        var lastFile: UInt64?
-        for entry in toc.entries {
-            let path = try LayerUnpacker.components(of: entry.name, entry: entry.name)
-            if entry.type == "chunk" {
-                guard let file = lastFile, let start = entry.offset, let digest = entry.chunkDigest else {
-                    throw LazyPullError(.invalidLayer, "TOC chunk entry \"\(entry.name)\" without a file, offset or digest")
-                }
-                let fileSize = Int64(nodes[Int(file - 1)].attributes.st_size)
-                let chunkOffset = entry.chunkOffset ?? 0
-                let size = (entry.chunkSize ?? 0) > 0 ? entry.chunkSize! : fileSize - chunkOffset
-                nodes[Int(file - 1)].chunks.append(Chunk(
-                    fileOffset: chunkOffset, size: size, compressedStart: start,
-                    compressedEnd: compressedEnd(after: start, explicit: entry.endOffset),
-                    innerOffset: entry.innerOffset ?? 0, digest: try Digest(parsing: digest)))
-                continue
-            }
-            guard let base = path.last else { continue }       // the root entry keeps defaults
-            if path.count == 1 && Self.hiddenNames.contains(base) { continue }
-            let parent = try directory(Array(path.dropLast()))
-            if base == ".wh..wh..opq" {
-                nodes[Int(parent - 1)].xattrs.append(("trusted.overlay.opaque", Array("y".utf8)))
-                continue
-            }
-            if base.hasPrefix(".wh.") {
-                var st = stat()
-                st.st_mode = S_IFCHR
-                st.st_rdev = lp_makedev(0, 0)
-                st.st_nlink = 1
-                st.st_uid = UInt32(entry.uid ?? 0)
-                st.st_gid = UInt32(entry.gid ?? 0)
-                _ = add(Node(attributes: st), named: String(base.dropFirst(4)), in: parent)
-                continue
-            }
-            var st = stat()
-            st.st_nlink = 1
-            st.st_uid = UInt32(entry.uid ?? 0)
-            st.st_gid = UInt32(entry.gid ?? 0)
-            let seconds = try Self.parseTime(entry.modtime)
-            st.st_mtim = timespec(tv_sec: Int(seconds), tv_nsec: 0)
-            st.st_atim = st.st_mtim
-            st.st_ctim = st.st_mtim
-            let permissions = mode_t(entry.mode ?? 0) & 0o7777
-            var node = Node(attributes: st)
-            node.xattrs = try (entry.xattrs ?? [:]).sorted { $0.key < $1.key }.map { name, value in
-                guard let bytes = Data(base64Encoded: value) else {
-                    throw LazyPullError(.invalidLayer, "TOC entry \"\(entry.name)\": xattr \(name) is not base64")
-                }
-                return (name, Array(bytes))
-            }
-            switch entry.type {
-            case "dir":
-                node.attributes.st_mode = S_IFDIR | permissions
-                node.attributes.st_nlink = 2
-                if let existing = nodes[Int(parent - 1)].childIndex[base],
-                   nodes[Int(existing - 1)].attributes.st_mode & S_IFMT == S_IFDIR {
-                    // An implicit parent made earlier: take the entry's attributes, keep children.
-                    node.children = nodes[Int(existing - 1)].children
-                    node.childIndex = nodes[Int(existing - 1)].childIndex
-                    node.xattrs += nodes[Int(existing - 1)].xattrs.filter { $0.name.hasPrefix("trusted.overlay.") }
-                    node.attributes.st_ino = UInt(existing)
-                    nodes[Int(existing - 1)] = node
-                    continue
-                }
-                _ = add(node, named: base, in: parent)
-            case "reg":
-                node.attributes.st_mode = S_IFREG | permissions
-                let size = entry.size ?? 0
-                node.attributes.st_size = Int(size)
-                node.attributes.st_blocks = Int((size + 511) / 512)
-                if size > 0 {
-                    guard let start = entry.offset, let digest = entry.chunkDigest ?? entry.digest else {
-                        throw LazyPullError(.invalidLayer, "TOC entry \"\(entry.name)\" has content but no offset or digest")
-                    }
-                    let chunkSize = (entry.chunkSize ?? 0) > 0 ? entry.chunkSize! : size
-                    node.chunks = [Chunk(fileOffset: 0, size: chunkSize, compressedStart: start,
-                                         compressedEnd: compressedEnd(after: start, explicit: entry.endOffset),
-                                         innerOffset: entry.innerOffset ?? 0, digest: try Digest(parsing: digest))]
-                }
-                lastFile = add(node, named: base, in: parent)
-            case "symlink":
-                node.attributes.st_mode = S_IFLNK | 0o777
-                node.linkTarget = entry.linkName ?? ""
-                node.attributes.st_size = node.linkTarget.utf8.count
-                _ = add(node, named: base, in: parent)
-            case "hardlink":
-                let target = try LayerUnpacker.components(of: entry.linkName ?? "", entry: entry.name)
-                guard let inode = lookupPath(target), nodes[Int(inode - 1)].attributes.st_mode & S_IFMT != S_IFDIR else {
-                    throw LazyPullError(.invalidLayer, "TOC hardlink \"\(entry.name)\" to missing \"\(entry.linkName ?? "")\"")
-                }
-                nodes[Int(inode - 1)].attributes.st_nlink += 1
-                link(inode, named: base, in: parent)
-            case "char", "block", "fifo":
-                let kind: mode_t = entry.type == "fifo" ? S_IFIFO : (entry.type == "block" ? S_IFBLK : S_IFCHR)
-                node.attributes.st_mode = kind | permissions
-                node.attributes.st_rdev = lp_makedev(UInt32(entry.devMajor ?? 0), UInt32(entry.devMinor ?? 0))
-                _ = add(node, named: base, in: parent)
-            default:
-                throw LazyPullError(.invalidLayer, "TOC entry \"\(entry.name)\" has unknown type \"\(entry.type)\"")
-            }
-        }
-    }
-
-    /// The directory at `path`, created (0755, root) when the TOC did not list it first.
-    private func directory(_ path: [String]) throws -> UInt64 {
-        var current: UInt64 = 1
-        for component in path {
-            if let child = nodes[Int(current - 1)].childIndex[component] {
-                guard nodes[Int(child - 1)].attributes.st_mode & S_IFMT == S_IFDIR else {
-                    throw LazyPullError(.hostileLayer, "TOC entry goes through \"\(component)\", which is not a directory")
-                }
-                current = child
-            } else {
-                var st = stat()
-                st.st_mode = S_IFDIR | 0o755
-                st.st_nlink = 2
-                current = add(Node(attributes: st), named: component, in: current)
-            }
-        }
-        return current
-    }
-
-    private func lookupPath(_ path: [String]) -> UInt64? {
-        var current: UInt64 = 1
-        for component in path {
-            guard let child = nodes[Int(current - 1)].childIndex[component] else { return nil }
-            current = child
-        }
-        return current
-    }
-
-    /// Adds a new inode; a name that already exists in the directory is replaced, as a later
-    /// tar entry replaces an earlier one.
-    private func add(_ node: Node, named name: String, in parent: UInt64) -> UInt64 {
-        var node = node
-        let inode = UInt64(nodes.count + 1)
-        node.attributes.st_ino = UInt(inode)
-        nodes.append(node)
-        link(inode, named: name, in: parent)
-        if node.attributes.st_mode & S_IFMT == S_IFDIR { nodes[Int(parent - 1)].attributes.st_nlink += 1 }
-        return inode
-    }
-
-    private func link(_ inode: UInt64, named name: String, in parent: UInt64) {
-        if nodes[Int(parent - 1)].childIndex[name] != nil {
-            nodes[Int(parent - 1)].children.removeAll { $0.name == name }
-        }
-        nodes[Int(parent - 1)].childIndex[name] = inode
-        nodes[Int(parent - 1)].children.append((name, inode))
-    }
-
-    /// RFC 3339 times as the TOC writes them (`2006-01-02T15:04:05Z`, maybe with a fraction
-    /// or a numeric offset); whole seconds, as the tar headers of these formats carry.
-    /// Parsed by hand: a formatter per entry would dominate building a large layer's tree.
-    static func parseTime(_ text: String?) throws -> Int64 {
-        guard let text, !text.isEmpty else { return 0 }
-        let b = Array(text.utf8)
-        func number(_ range: Range<Int>) -> Int? {
-            guard range.upperBound <= b.count else { return nil }
-            var v = 0
-            for i in range {
-                guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
-                v = v * 10 + Int(b[i] - 0x30)
-            }
-            return v
-        }
-        guard b.count >= 20, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "),
-              b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":"),
-              let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19) else {
-            throw LazyPullError(.invalidLayer, "TOC modtime \"\(text)\" is not RFC 3339")
-        }
-        var i = 19
-        if i < b.count && b[i] == UInt8(ascii: ".") {
-            i += 1
-            while i < b.count && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
-        }
-        var offset = 0
-        if i < b.count && (b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-")),
-           let oh = number((i + 1)..<(i + 3)), let om = number((i + 4)..<(i + 6)) {
-            offset = (oh * 3600 + om * 60) * (b[i] == UInt8(ascii: "-") ? -1 : 1)
-        } else if !(i < b.count && (b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z"))) {
-            throw LazyPullError(.invalidLayer, "TOC modtime \"\(text)\" has no time zone")
-        }
-        var parts = tm()
-        parts.tm_year = Int32(year - 1900)
-        parts.tm_mon = Int32(month - 1)
-        parts.tm_mday = Int32(day)
-        parts.tm_hour = Int32(hour)
-        parts.tm_min = Int32(minute)
-        parts.tm_sec = Int32(second)
-        return Int64(timegm(&parts)) - Int64(offset)
     }
 
     // MARK: FUSEFileSystem
@@ -303,28 +121,42 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     }
 
     public func read(_ inode: UInt64, offset: Int64, size: Int) throws -> [UInt8] {
+        guard let (position, length) = try prepareRead(inode, offset: offset, size: size) else { return [] }
+        var out = [UInt8](repeating: 0, count: length)
+        try out.withUnsafeMutableBytes { try cache.read(at: position, into: $0) }
+        return out
+    }
+
+    /// Served from the cache's data file, which the FUSE server splices into its reply.
+    public func readData(_ inode: UInt64, offset: Int64, size: Int) throws -> FUSEReadData {
+        guard let (position, length) = try prepareRead(inode, offset: offset, size: size) else { return .bytes([]) }
+        return .file(descriptor: cache.dataDescriptor, offset: position, length: length)
+    }
+
+    /// Makes sure the chunks under a read are cached (fetching them if needed) and returns
+    /// where its bytes are in the cache's data file; nil at or past the end of the file.
+    private func prepareRead(_ inode: UInt64, offset: Int64, size: Int) throws -> (position: Int64, length: Int)? {
         let n = try node(inode)
-        // The background fetch yields while on-demand reads wait.
-        activity.withLock { $0.waitingReads += 1 }
-        defer { activity.withLock { $0.waitingReads -= 1; $0.lastRead = Date() } }
         let fileSize = Int64(n.attributes.st_size)
         let end = min(fileSize, offset + Int64(size))
-        guard offset < end else { return [] }
-        var out = [UInt8](repeating: 0, count: Int(end - offset))
-        // A first read of a file fetches the rest of it in the same request: a program that
-        // opens a file nearly always reads it to the end (one round trip instead of many).
-        if let first = n.chunks.firstIndex(where: { $0.fileOffset + $0.size > offset }), !cache.contains(n.chunks[first].digest) {
-            try fetchMissing(Array(n.chunks[first...]), yielding: false, groupLimit: 16 << 20)
-        }
-        for chunk in n.chunks where chunk.fileOffset < end && chunk.fileOffset + chunk.size > offset {
-            let from = max(offset, chunk.fileOffset)
-            let to = min(end, chunk.fileOffset + chunk.size)
-            try out.withUnsafeMutableBytes { buffer in
-                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(to - offset)])
-                try cache.read(chunk.digest, at: from - chunk.fileOffset, into: slice) { try fetchChunk(chunk) }
+        guard offset < end, let first = n.chunks.first else { return nil }
+        let needed = n.chunks.filter { $0.fileOffset < end && $0.fileOffset + $0.size > offset }
+        if needed.contains(where: { !cache.isVerified($0.index) }) {
+            // The background fetch yields while on-demand reads wait.
+            activity.withLock { $0.waitingReads += 1 }
+            defer { activity.withLock { $0.waitingReads -= 1; $0.lastRead = Date() } }
+            // A first read of a file fetches the rest of it in the same request: a program that
+            // opens a file nearly always reads it to the end (one round trip instead of many).
+            if let head = needed.first, !cache.isPresent(head.index),
+               let from = n.chunks.firstIndex(where: { $0.index == head.index }) {
+                try fetchMissing(Array(n.chunks[from...]), yielding: false, groupLimit: 16 << 20)
             }
+            for chunk in needed { try cache.ensure(chunk) { try fetchChunk(chunk) } }
+        } else {
+            activity.withLock { $0.lastRead = Date() }
         }
-        return out
+        // The file's bytes are contiguous in the cache.
+        return (first.dataOffset - first.fileOffset + offset, Int(end - offset))
     }
 
     public func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry] {
@@ -333,6 +165,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     }
 
     public func xattr(_ inode: UInt64, name: String) throws -> [UInt8] {
+        guard hasExtendedAttributes else { throw FUSEError(ENOSYS) }
         guard let x = try node(inode).xattrs.first(where: { $0.name == name }) else { throw FUSEError(ENODATA) }
         return x.value
     }
@@ -345,7 +178,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     /// an error (the read fails with EIO), never data.
     private func fetchChunk(_ chunk: Chunk) throws -> [UInt8] {
         let compressed = try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart)
-        activity.withLock { $0.fetchedBytes += Int64(compressed.count) }
+        activity.withLock { $0.fetchedBytes += Int64(compressed.count); $0.fetchRequests += 1 }
         return try decode(chunk, from: compressed)
     }
 
@@ -370,15 +203,26 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 
 struct BackgroundFetchStopped: Error {}
 
+/// A lazy layer's fetching so far: compressed bytes and Range requests, of `totalBytes`.
+public struct LayerProgress: Sendable, Codable {
+    public var fetchedBytes: Int64
+    public var fetchRequests: Int
+    public var totalBytes: Int64
+    public var background: BackgroundState
+}
+
 /// Where a layer's background fetch stands.
 public enum BackgroundState: String, Sendable, Codable {
     case off, prefetching, running, paused, done, failed
 }
 
 extension LayerFileSystem {
-    /// Bytes fetched from the registry so far, the layer's data size, and the background state.
-    public var progress: (fetched: Int64, total: Int64, background: BackgroundState) {
-        activity.withLock { ($0.fetchedBytes, dataSize, $0.background) }
+    /// What has been fetched so far and where the background fetch stands.
+    public var progress: LayerProgress {
+        activity.withLock {
+            LayerProgress(fetchedBytes: $0.fetchedBytes, fetchRequests: $0.fetchRequests, totalBytes: dataSize,
+                          background: $0.background)
+        }
     }
 
     /// Whether the prefetch of `fetchAll` has ended (done or failed).
@@ -437,19 +281,19 @@ extension LayerFileSystem {
             guard let first = group.first, let last = group.last else { return }
             // Readers of these chunks wait for this fetch instead of starting their own. The
             // fetch itself never waits for readers: that would deadlock on our own claims.
-            let claimed = Set(group.map(\.digest))
+            let claimed = Set(group.map(\.index))
             defer { cache.release(claimed) }
             let compressed = try fetch(first.compressedStart, last.compressedEnd - first.compressedStart)
-            activity.withLock { $0.fetchedBytes += Int64(compressed.count) }
+            activity.withLock { $0.fetchedBytes += Int64(compressed.count); $0.fetchRequests += 1 }
             for chunk in group {
                 let from = Int(chunk.compressedStart - first.compressedStart)
                 let to = Int(chunk.compressedEnd - first.compressedStart)
                 let bytes = try decode(chunk, from: compressed[from..<to])
-                try cache.insert(bytes, as: chunk.digest)
+                try cache.store(bytes, for: chunk)
             }
             group.removeAll()
         }
-        for chunk in chunks where !cache.contains(chunk.digest) {
+        for chunk in chunks where !cache.isPresent(chunk.index) {
             if let last = group.last, last.compressedEnd != chunk.compressedStart
                 || chunk.compressedEnd - group[0].compressedStart > groupLimit {
                 try flush()
@@ -460,112 +304,9 @@ extension LayerFileSystem {
                 if activity.withLock({ $0.stopped }) { throw BackgroundFetchStopped() }
             }
             // Someone else fetching it ends the run: contiguity is what makes one request.
-            guard cache.claim(chunk.digest) else { try flush(); continue }
+            guard cache.claim(chunk.index) else { try flush(); continue }
             group.append(chunk)
         }
         try flush()
-    }
-}
-
-/// Verified chunks on disk, one file per chunk digest (`<dir>/sha256/<hex>`), written by
-/// temp file and rename so a reader never sees a partial chunk. A missing chunk is fetched
-/// once however many readers wait for it; a failed fetch is not remembered, so a later read
-/// tries again (the mount recovers when the registry does).
-final class ChunkCache: @unchecked Sendable {
-    /// Longer than any single fetch may take (its retries are bounded by the fetch timeout).
-    static let waitLimit: TimeInterval = 120
-    let directory: String
-    private let condition = NSCondition()
-    private var inFlight: Set<Digest> = []
-
-    init(directory: String) throws {
-        self.directory = directory
-        try FileManager.default.createDirectory(atPath: directory + "/sha256", withIntermediateDirectories: true)
-    }
-
-    func path(_ digest: Digest) -> String { "\(directory)/\(digest.algorithm)/\(digest.encoded)" }
-
-    /// Copies the chunk's bytes from `offset` into `buffer`, fetching the chunk if needed.
-    func read(_ digest: Digest, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
-              fetch: () throws -> [UInt8]) throws {
-        if try pread(digest, at: offset, into: buffer) { return }
-        condition.lock()
-        // Waiting for another fetch is bounded too: a read never hangs, whatever goes wrong.
-        let deadline = Date().addingTimeInterval(Self.waitLimit)
-        while inFlight.contains(digest) {
-            guard condition.wait(until: deadline) || !inFlight.contains(digest) else {
-                condition.unlock()
-                throw LazyPullError(.io, "gave up waiting for chunk \(digest) after \(Int(Self.waitLimit)) s")
-            }
-        }
-        if FileManager.default.fileExists(atPath: path(digest)) {
-            condition.unlock()
-            guard try pread(digest, at: offset, into: buffer) else { throw LazyPullError(.io, "chunk \(digest) vanished from the cache") }
-            return
-        }
-        inFlight.insert(digest)
-        condition.unlock()
-        defer {
-            condition.lock()
-            inFlight.remove(digest)
-            condition.broadcast()
-            condition.unlock()
-        }
-        let bytes = try fetch()
-        try store(bytes, as: digest)
-        let n = min(buffer.count, max(0, bytes.count - Int(offset)))
-        bytes.withUnsafeBytes { src in buffer.baseAddress!.copyMemory(from: src.baseAddress! + Int(offset), byteCount: n) }
-        guard n == buffer.count else { throw LazyPullError(.invalidLayer, "chunk \(digest) is shorter than its TOC entry") }
-    }
-
-    private func pread(_ digest: Digest, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
-        let fd = open(path(digest), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var done = 0
-        while done < buffer.count {
-            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw LazyPullError(.io, "chunk \(digest) in the cache is shorter than its TOC entry") }
-            done += n
-        }
-        return true
-    }
-
-    func contains(_ digest: Digest) -> Bool { access(path(digest), F_OK) == 0 }
-
-    /// Marks a missing chunk as being fetched by the caller; false when it is present or
-    /// someone else is fetching it. Every successful claim is ended with ``release(_:)``.
-    func claim(_ digest: Digest) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !inFlight.contains(digest), !contains(digest) else { return false }
-        inFlight.insert(digest)
-        return true
-    }
-
-    func release(_ digests: Set<Digest>) {
-        condition.lock()
-        inFlight.subtract(digests)
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Stores a chunk fetched outside ``read`` (prefetch, background fetch).
-    func insert(_ bytes: [UInt8], as digest: Digest) throws {
-        if contains(digest) { return }
-        try store(bytes, as: digest)
-    }
-
-    private func store(_ bytes: [UInt8], as digest: Digest) throws {
-        let final = path(digest)
-        let temp = final + ".tmp.\(UInt64.random(in: 0...UInt64.max))"
-        guard FileManager.default.createFile(atPath: temp, contents: Data(bytes)) else {
-            throw LazyPullError(.io, "cannot write \(temp)")
-        }
-        guard rename(temp, final) == 0 else {
-            unlink(temp)
-            throw LazyPullError.io("cannot store chunk", path: final, errno: errno)
-        }
     }
 }

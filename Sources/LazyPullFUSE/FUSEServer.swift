@@ -1,6 +1,7 @@
 import CFuse3
 import CLazyPullShims
 import Foundation
+import Synchronization
 import LazyPullOCI
 
 /// An errno answer to a FUSE request.
@@ -39,10 +40,26 @@ public protocol FUSEFileSystem: AnyObject, Sendable {
     func readlink(_ inode: UInt64) throws -> String
     func open(_ inode: UInt64) throws
     func read(_ inode: UInt64, offset: Int64, size: Int) throws -> [UInt8]
+    /// Where the bytes of a read are; the server splices them from a file into the reply when
+    /// it can. The default answers with ``read(_:offset:size:)``.
+    func readData(_ inode: UInt64, offset: Int64, size: Int) throws -> FUSEReadData
     /// The whole listing, without "." and ".."; the server pages through it.
     func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry]
     func xattr(_ inode: UInt64, name: String) throws -> [UInt8]
     func xattrNames(_ inode: UInt64) throws -> [String]
+}
+
+/// The bytes of one read.
+public enum FUSEReadData: Sendable {
+    case bytes([UInt8])
+    /// `length` bytes at `offset` of `descriptor`, which stays open as long as the file system.
+    case file(descriptor: Int32, offset: Int64, length: Int)
+}
+
+extension FUSEFileSystem {
+    public func readData(_ inode: UInt64, offset: Int64, size: Int) throws -> FUSEReadData {
+        .bytes(try read(inode, offset: offset, size: size))
+    }
 }
 
 /// A generic low-level libfuse3 server: mounts a ``FUSEFileSystem`` at a directory and runs
@@ -58,6 +75,11 @@ public final class FUSEServer: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     /// Immutable content: the kernel may cache names and attributes for a day.
     static let cacheTimeout: Double = 86_400
+    /// Set at INIT when the kernel can open files and directories without asking (the file
+    /// system keeps no per-open state): OPEN, RELEASE, OPENDIR and RELEASEDIR are then
+    /// answered ENOSYS once, and the kernel stops sending them, keeps page and directory
+    /// caches across opens, and saves two round trips per file opened.
+    private let statelessOpen = Mutex<(files: Bool, directories: Bool)>((false, false))
 
     public init(fileSystem: FUSEFileSystem, mountpoint: String) {
         self.fileSystem = fileSystem
@@ -138,7 +160,12 @@ public final class FUSEServer: @unchecked Sendable {
     }
 
     static func install(_ ops: inout fuse_lowlevel_ops) {
-        ops.`init` = { _, conn in lp_fuse_conn_configure(conn, 64) }
+        ops.`init` = { userdata, conn in
+            lp_fuse_conn_configure(conn, 64)
+            let bits = lp_fuse_conn_stateless_open(conn)
+            let server = Unmanaged<FUSEServer>.fromOpaque(userdata!).takeUnretainedValue()
+            server.statelessOpen.withLock { $0 = (bits & 1 != 0, bits & 2 != 0) }
+        }
         ops.lookup = { req, parent, name in
             let fs = FUSEServer.server(req).fileSystem
             do {
@@ -161,22 +188,30 @@ public final class FUSEServer: @unchecked Sendable {
         }
         ops.open = { req, inode, fi in
             do {
-                try FUSEServer.server(req).fileSystem.open(inode)
+                let server = FUSEServer.server(req)
+                try server.fileSystem.open(inode)
+                if server.statelessOpen.withLock({ $0.files }) { fuse_reply_err(req, ENOSYS); return }
                 lp_fuse_file_info_keep_cache(fi)
                 fuse_reply_open(req, fi)
             } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
         }
         ops.read = { req, inode, size, offset, _ in
             do {
-                let data = try FUSEServer.server(req).fileSystem.read(inode, offset: Int64(offset), size: size)
-                data.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+                switch try FUSEServer.server(req).fileSystem.readData(inode, offset: Int64(offset), size: size) {
+                case .bytes(let data):
+                    data.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+                case .file(let descriptor, let position, let length):
+                    _ = lp_fuse_reply_fd(req, descriptor, off_t(position), length)
+                }
             } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
         }
         ops.release = { req, _, _ in fuse_reply_err(req, 0) }
         ops.opendir = { req, inode, fi in
             do {
-                let st = try FUSEServer.server(req).fileSystem.attributes(of: inode)
+                let server = FUSEServer.server(req)
+                let st = try server.fileSystem.attributes(of: inode)
                 guard st.st_mode & S_IFMT == S_IFDIR else { throw FUSEError(ENOTDIR) }
+                if server.statelessOpen.withLock({ $0.directories }) { fuse_reply_err(req, ENOSYS); return }
                 lp_fuse_file_info_keep_cache(fi)
                 fuse_reply_open(req, fi)
             } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }

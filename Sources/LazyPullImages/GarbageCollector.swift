@@ -58,14 +58,14 @@ public struct GarbageCollector: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: ingestRoot)) ?? [] {
             try? FileManager.default.removeItem(atPath: "\(ingestRoot)/\(name)")
         }
-        // Cached chunks no remaining lazy layer's TOC names.
-        let liveChunks = Set(try LazyLayers(state: state).liveChunks().map(\.encoded))
+        // Cached contents of layers no lazy snapshot reads any more.
+        let liveLayers = Set(try LazyLayers(state: state).liveLayers().map(\.encoded))
         let cache = "\(state.path)/cache/sha256"
         for name in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
-        where !liveChunks.contains(name) && !name.contains(".tmp.") {
+        where !liveLayers.contains(String(name.prefix { $0 != "." })) {
             let path = "\(cache)/\(name)"
             var st = stat()
-            if lstat(path, &st) == 0 { report.bytes += Int64(st.st_size) }
+            if lstat(path, &st) == 0 { report.bytes += Int64(st.st_blocks) * 512 }
             try? FileManager.default.removeItem(atPath: path)
         }
         // Snapshot directories without a row (a crash between mkdir and insert).

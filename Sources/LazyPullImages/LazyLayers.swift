@@ -34,18 +34,13 @@ public struct LazyLayerStatus: Codable, Sendable {
     public var digest: Digest
     public var format: LazyLayerFormat
     public var mountpoint: String
-    public var fetchedBytes: Int64
-    public var totalBytes: Int64
-    public var background: BackgroundState
+    public var progress: LayerProgress
 
-    public init(digest: Digest, format: LazyLayerFormat, mountpoint: String, fetchedBytes: Int64,
-                totalBytes: Int64, background: BackgroundState) {
+    public init(digest: Digest, format: LazyLayerFormat, mountpoint: String, progress: LayerProgress) {
         self.digest = digest
         self.format = format
         self.mountpoint = mountpoint
-        self.fetchedBytes = fetchedBytes
-        self.totalBytes = totalBytes
-        self.background = background
+        self.progress = progress
     }
 }
 
@@ -148,16 +143,9 @@ public struct LazyLayers: Sendable {
         }
     }
 
-    /// Chunk digests referenced by the TOCs of every lazy layer: what the cache must keep.
-    public func liveChunks() throws -> Set<Digest> {
-        var live = Set<Digest>()
-        for spec in try all().values {
-            guard let json = FileManager.default.contents(atPath: spec.tocPath),
-                  let toc = try? LayerTOCReader.decode(Array(json), layer: spec.descriptor.digest) else { continue }
-            for entry in toc.entries {
-                if let text = entry.chunkDigest ?? entry.digest, let digest = try? Digest(parsing: text) { live.insert(digest) }
-            }
-        }
-        return live
+    /// Blob digests of every lazy layer: whose cached contents (`cache/sha256/<hex>.data`
+    /// and `.map`) must stay.
+    public func liveLayers() throws -> Set<Digest> {
+        Set(try all().values.map(\.descriptor.digest))
     }
 }

@@ -31,6 +31,8 @@ public final class ControlPlane: Sendable {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         let lock = try FileLock(path: paths.controlLock, mode: .exclusive)
         try restore()
+        // The first lazy mount needs the layer host: start it while the mount resolves.
+        host.startInBackground()
         let listener = try JSONLineListener(path: paths.controlSocket)
         self.listener.withLock { $0 = listener }
         log("control plane \(getpid()) serving \(paths.controlSocket)")
@@ -94,6 +96,8 @@ public final class ControlPlane: Sendable {
     /// `lazypull mount REF DIR`: the image's lazily readable layers are served by the layer
     /// host, the others pulled (with a notice), and overlayfs stacks them at DIR.
     func mount(_ request: MountRequest, notice: @escaping @Sendable (String) -> Void) throws -> String {
+        let started = ContinuousClock.now
+        log("mount \(request.reference) at \(request.target)")
         let reference = try Reference(parsing: request.reference)
         if try state.metadata.mount(at: request.target) != nil {
             throw LazyPullError(.alreadyExists, "\(request.target) is already a lazypull mount; run `lazypull umount \(request.target)` first")
@@ -120,7 +124,9 @@ public final class ControlPlane: Sendable {
             spec.backgroundFetch = request.backgroundFetch
             try host.attach(spec)
         }
+        let layersReady = ContinuousClock.now
         try MountTable(state: state).mount(record, at: request.target, readOnly: request.readOnly)
+        log("mounted \(record.name) at \(request.target): layers ready after \(layersReady - started), overlay after \(ContinuousClock.now - started)")
         return record.name
     }
 
@@ -136,7 +142,7 @@ public final class ControlPlane: Sendable {
     }
 
     func log(_ line: String) {
-        FileHandle.standardError.write(Data("lazypull: \(line)\n".utf8))
+        serviceLog("\(line)")
     }
 }
 
@@ -165,12 +171,15 @@ public struct MountStatusReport: Sendable {
                     if let snapshot, let spec = lazyLayers.spec(of: snapshot) {
                         let live = byMountpoint[spec.mountpoint]
                         layers.append(LayerStatus(digest: descriptor.digest.description, format: spec.format.rawValue, mode: "lazy",
-                                                  fetchedBytes: live?.fetchedBytes ?? 0, totalBytes: live?.totalBytes ?? spec.dataEnd,
-                                                  background: live?.background.rawValue ?? "not served"))
+                                                  fetchedBytes: live?.progress.fetchedBytes ?? 0,
+                                                  fetchRequests: live?.progress.fetchRequests ?? 0,
+                                                  totalBytes: live?.progress.totalBytes ?? spec.dataEnd,
+                                                  background: live?.progress.background.rawValue ?? "not served"))
                     } else {
                         layers.append(LayerStatus(digest: descriptor.digest.description,
                                                   format: (try? LayerCompression(mediaType: descriptor.mediaType).rawValue) ?? descriptor.mediaType,
-                                                  mode: "eager", fetchedBytes: descriptor.size, totalBytes: descriptor.size,
+                                                  mode: "eager", fetchedBytes: descriptor.size, fetchRequests: 0,
+                                                  totalBytes: descriptor.size,
                                                   background: "n/a"))
                     }
                 }

@@ -60,7 +60,7 @@ public final class LayerHostClient: Sendable {
     public init(paths: ServicePaths) { self.paths = paths }
 
     /// One request on a fresh connection (the host may have been restarted since the last).
-    func call(_ request: LayerHostRequest, start: Bool = true) throws -> LayerHostReply? {
+    func call(_ request: LayerHostRequest, start: Bool = true, retry: Bool = true) throws -> LayerHostReply? {
         let connection: JSONLineConnection?
         if start {
             connection = try Daemon.connect(to: paths.hostSocket, starting: ["fuse-host", "--root", paths.root],
@@ -71,6 +71,9 @@ public final class LayerHostClient: Sendable {
         guard let connection else { return nil }
         try connection.send(request)
         guard let reply = try connection.receive(LayerHostReply.self) else {
+            // A host ending as we connected closes without a word; every request is
+            // idempotent, so ask its successor.
+            if retry { return try call(request, start: start, retry: false) }
             throw LazyPullError(.io, "the layer host closed the connection (see \(paths.hostLog))")
         }
         if let error = reply.error { throw error.error }
@@ -88,6 +91,13 @@ public final class LayerHostClient: Sendable {
 
     /// Unmounts every layer and ends the host, if one runs.
     public func shutdown() throws {
-        _ = try? call(LayerHostRequest(.shutdown), start: false)
+        _ = try? call(LayerHostRequest(.shutdown), start: false, retry: false)
+    }
+
+    /// Starts the host if none runs, without waiting for it.
+    public func startInBackground() {
+        let thread = Thread { [self] in _ = try? call(LayerHostRequest(.status)) }
+        thread.stackSize = 256 << 10
+        thread.start()
     }
 }

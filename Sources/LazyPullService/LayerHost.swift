@@ -1,3 +1,4 @@
+import CLazyPullShims
 import Foundation
 import LazyPullContent
 import LazyPullFS
@@ -28,6 +29,10 @@ public final class LayerHost: Sendable {
     private let attaching = Mutex<Void>(())
     /// How long an attach waits for the layer's prefetch before answering.
     static let prefetchWait: TimeInterval = 10
+    /// A host that serves nothing and hears nothing for this long ends.
+    static let idleExit: Duration = .seconds(60)
+    /// When the last request arrived.
+    private let activity = Mutex(ContinuousClock.now)
 
     public init() {}
 
@@ -36,15 +41,33 @@ public final class LayerHost: Sendable {
     public static func run(paths: ServicePaths) throws -> Never {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         guard let lock = try FileLock.attempt(path: paths.hostLock, mode: .exclusive) else { exit(0) }
+        // Chunk groups are large, short-lived buffers: give their memory back after a burst.
+        lp_tune_malloc(2, 256 << 10)
         let host = LayerHost()
         let listener = try JSONLineListener(path: paths.hostSocket)
-        FileHandle.standardError.write(Data("lazypull: layer host \(getpid()) serving \(paths.hostSocket)\n".utf8))
+        // With nothing to serve for a while, end (the control plane starts a host again when
+        // it needs one); serving layers, never.
+        let idleWatch = Thread {
+            while true {
+                Thread.sleep(forTimeInterval: 5)
+                let idle = host.activity.withLock { ContinuousClock.now - $0 > Self.idleExit }
+                if idle && host.served.withLock({ $0.isEmpty }) {
+                    listener.stopListening()
+                    serviceLog("layer host \(getpid()) idle, exiting")
+                    exit(0)
+                }
+            }
+        }
+        idleWatch.stackSize = 64 << 10
+        idleWatch.start()
+        serviceLog("layer host \(getpid()) serving \(paths.hostSocket)")
         withExtendedLifetime(lock) {}
         listener.serve { connection in host.handle(connection, lock: lock) }
     }
 
     func handle(_ connection: JSONLineConnection, lock: FileLock) {
         while let request = try? connection.receive(LayerHostRequest.self) {
+            activity.withLock { $0 = .now }
             switch request.operation {
             case .attach:
                 guard let spec = request.layer else {
@@ -73,6 +96,21 @@ public final class LayerHost: Sendable {
     /// Mounts `spec`'s layer unless it is served already, starts its prefetch and background
     /// fetch, and returns once the prefetch is done (or after a bounded wait).
     func attach(_ spec: LazyLayerSpec) throws {
+        let started = ContinuousClock.now
+        if let existing = served.withLock({ $0[spec.mountpoint] }) {
+            return waitForPrefetch(existing.fileSystem, spec: spec, since: started)
+        }
+        // Building the tree from the TOC is the slow part: layers attached at once do it in
+        // parallel, and only the mount itself is serialized.
+        let json = try Array(Data(contentsOf: URL(fileURLWithPath: spec.tocPath)))
+        let located = LayerTOCReader.Located(
+            format: spec.format, toc: try LayerTOCReader.decode(json, layer: spec.descriptor.digest),
+            json: json, dataEnd: spec.dataEnd)
+        let client = try registryClient(for: spec)
+        let digest = spec.descriptor.digest
+        let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory) {
+            try client.fetchRange(digest, offset: $0, length: $1)
+        }
         let fileSystem: LayerFileSystem = try attaching.withLock { _ in
             if let existing = served.withLock({ $0[spec.mountpoint] }) { return existing.fileSystem }
             // A mount left by a host that died answers ENOTCONN: take it away first.
@@ -80,45 +118,41 @@ public final class LayerHost: Sendable {
             if stat(spec.mountpoint, &st) != 0 && errno == ENOTCONN {
                 umount2(spec.mountpoint, Int32(MNT_DETACH))
             }
-            let json = try Array(Data(contentsOf: URL(fileURLWithPath: spec.tocPath)))
-            let located = LayerTOCReader.Located(
-                format: spec.format, toc: try LayerTOCReader.decode(json, layer: spec.descriptor.digest),
-                json: json, dataEnd: spec.dataEnd)
-            let client = try registryClient(for: spec)
-            let digest = spec.descriptor.digest
-            let fileSystem = try LayerFileSystem(located: located, cacheDirectory: spec.cacheDirectory) {
-                try client.fetchRange(digest, offset: $0, length: $1)
-            }
-            let server = FUSEServer(fileSystem: fileSystem, mountpoint: spec.mountpoint)
+            let server = FUSEServer(fileSystem: built, mountpoint: spec.mountpoint)
             try server.start()
-            served.withLock { $0[spec.mountpoint] = Served(spec: spec, server: server, fileSystem: fileSystem) }
-            FileHandle.standardError.write(Data("lazypull: serving \(digest) at \(spec.mountpoint)\n".utf8))
+            served.withLock { $0[spec.mountpoint] = Served(spec: spec, server: server, fileSystem: built) }
+            serviceLog("serving \(digest) at \(spec.mountpoint) after \(ContinuousClock.now - started)")
 
             let watcher = Thread { [self] in
                 server.wait()
-                fileSystem.stopBackgroundFetch()
+                built.stopBackgroundFetch()
                 served.withLock { $0[spec.mountpoint] = nil }
-                FileHandle.standardError.write(Data("lazypull: \(digest) at \(spec.mountpoint) unmounted\n".utf8))
+                serviceLog("\(digest) at \(spec.mountpoint) unmounted")
             }
             watcher.stackSize = 256 << 10
             watcher.start()
-            let fetcher = Thread { fileSystem.fetchAll(background: spec.backgroundFetch) }
+            let fetcher = Thread { built.fetchAll(background: spec.backgroundFetch) }
             fetcher.stackSize = 1 << 20
             fetcher.start()
-            return fileSystem
+            return built
         }
+        waitForPrefetch(fileSystem, spec: spec, since: started)
+    }
+
+    private func waitForPrefetch(_ fileSystem: LayerFileSystem, spec: LazyLayerSpec, since started: ContinuousClock.Instant) {
         let deadline = Date().addingTimeInterval(Self.prefetchWait)
         while !fileSystem.prefetchFinished && Date() < deadline {
             Thread.sleep(forTimeInterval: 0.005)
+        }
+        if ContinuousClock.now - started > .milliseconds(50) {
+            serviceLog("\(spec.descriptor.digest) ready after \(ContinuousClock.now - started)")
         }
     }
 
     func status() -> [LazyLayerStatus] {
         served.withLock { Array($0.values) }.map { layer in
-            let p = layer.fileSystem.progress
-            return LazyLayerStatus(digest: layer.spec.descriptor.digest, format: layer.spec.format,
-                                   mountpoint: layer.spec.mountpoint, fetchedBytes: p.fetched, totalBytes: p.total,
-                                   background: p.background)
+            LazyLayerStatus(digest: layer.spec.descriptor.digest, format: layer.spec.format,
+                            mountpoint: layer.spec.mountpoint, progress: layer.fileSystem.progress)
         }
     }
 

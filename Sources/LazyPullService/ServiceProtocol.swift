@@ -133,7 +133,10 @@ public struct LayerStatus: Codable, Sendable {
     public var format: String
     /// `lazy` or `eager`.
     public var mode: String
+    /// Compressed bytes and Range requests fetched by the running layer host (a whole
+    /// eager layer counts as fetched).
     public var fetchedBytes: Int64
+    public var fetchRequests: Int
     public var totalBytes: Int64
     /// The background fetch (`off`, `prefetching`, `running`, `paused`, `done`, `failed`),
     /// `not served` for a lazy layer no process serves, `n/a` for eager layers.

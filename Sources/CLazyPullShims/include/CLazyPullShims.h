@@ -52,6 +52,14 @@ int lp_fuse_session_loop_mt(struct fuse_session *se, unsigned int max_threads, u
 /// Capabilities of an immutable layer: readdirplus always (not adaptive), async and
 /// parallel reads, large background queue. Applied in `init`.
 void lp_fuse_conn_configure(struct fuse_conn_info *conn, unsigned int max_background);
+/// Whether the kernel lets a file system without per-open state skip OPEN/RELEASE (bit 0,
+/// FUSE_CAP_NO_OPEN_SUPPORT) and OPENDIR/RELEASEDIR (bit 1, FUSE_CAP_NO_OPENDIR_SUPPORT).
+unsigned int lp_fuse_conn_stateless_open(const struct fuse_conn_info *conn);
+
+/// Replies to a read with `length` bytes at `offset` of `fd`, spliced into /dev/fuse when
+/// the kernel allows it (no copy through user space), read and copied otherwise.
+int lp_fuse_reply_fd(fuse_req_t req, int fd, off_t offset, size_t length);
+
 /// Sets `keep_cache` (a bitfield) on an open reply.
 void lp_fuse_file_info_keep_cache(struct fuse_file_info *fi);
 
@@ -66,6 +74,11 @@ int lp_syncfs(int fd);
 /// /dev/null, stdout and stderr appended to `log`, every other descriptor closed.
 /// Returns 0 and the child's pid, or an errno value.
 int lp_spawn_daemon(const char *path, char *const argv[], const char *log, pid_t *pid);
+
+/// glibc malloc settings for a long-lived process with many threads: two arenas, and
+/// allocations of `mmap_threshold` bytes or more always mapped and unmapped (a fixed
+/// threshold, so memory goes back to the system after a burst of large buffers).
+void lp_tune_malloc(int arenas, int mmap_threshold);
 
 /// `accept4(2)` with SOCK_CLOEXEC (a _GNU_SOURCE function).
 int lp_accept_cloexec(int fd);
