@@ -86,9 +86,10 @@ int lp_spawn_daemon(const char *path, char *const argv[], const char *log, pid_t
     return rc;
 }
 
-void lp_tune_malloc(int arenas, int mmap_threshold) {
+void lp_tune_malloc(int arenas, int mmap_threshold, int trim_threshold) {
     mallopt(M_ARENA_MAX, arenas);
     mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
 }
 
 int lp_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }

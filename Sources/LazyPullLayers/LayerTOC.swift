@@ -120,9 +120,9 @@ public enum LayerTOCReader {
 
     public static func decode(_ json: [UInt8], layer: Digest) throws -> LayerTOC {
         do {
-            return try JSONDecoder().decode(LayerTOC.self, from: Data(json))
+            return try TOCJSONParser.parse(json)
         } catch {
-            throw LazyPullError(.invalidLayer, "invalid table of contents in layer \(layer): \(ManifestDocument.reason(error))")
+            throw LazyPullError(.invalidLayer, "invalid table of contents in layer \(layer): \(error)")
         }
     }
 

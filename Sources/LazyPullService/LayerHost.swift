@@ -42,7 +42,7 @@ public final class LayerHost: Sendable {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         guard let lock = try FileLock.attempt(path: paths.hostLock, mode: .exclusive) else { exit(0) }
         // Chunk groups are large, short-lived buffers: give their memory back after a burst.
-        lp_tune_malloc(2, 256 << 10)
+        lp_tune_malloc(2, 512 << 10, 4 << 20)
         let host = LayerHost()
         let listener = try JSONLineListener(path: paths.hostSocket)
         // With nothing to serve for a while, end (the control plane starts a host again when

@@ -56,6 +56,50 @@ struct LazyFaultTests {
         front.stop()
     }
 
+    @Test("after every lazypull process was killed, damaged cached data is caught: EIO without the registry, right data with it")
+    func damagedCacheAfterRestart() throws {
+        let tmp = try TemporaryDirectory("lazycache")
+        let registry = try TestRegistry(in: tmp.path)
+        let made = try run(["make-small-image.sh", registry.host, "small:v1", "2"]).stdout
+        let dataSHA = made.split(separator: "\n").first { $0.hasPrefix("data.bin-sha256 ") }.map { String($0.dropFirst(16)) }
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
+        let port = freePort()
+        let root = tmp.path + "/root", mnt = tmp.path + "/mnt"
+        let ref = "127.0.0.1:\(port)/small:esgz"
+
+        var front = try proxy(port, upstream: registry.host, in: tmp.path)
+        try lazypull(["mount", "--no-background-fetch", ref, mnt], root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        let first = try run(["sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
+        #expect(first != nil && first == dataSHA)
+
+        // Crash: every lazypull process dies; the dead mount is taken down without them.
+        for pid in processes(root: root, command: "serve") + processes(root: root, command: "fuse-host") { kill(pid, SIGKILL) }
+        try lazypull(["umount", mnt], root: root)
+        // The cached contents are damaged while nothing runs.
+        let cache = root + "/cache/sha256"
+        for name in try FileManager.default.contentsOfDirectory(atPath: cache) where name.hasSuffix(".data") {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: cache + "/" + name))
+            let size = try handle.seekToEnd()
+            try handle.seek(toOffset: 0)
+            try handle.write(contentsOf: Data(repeating: 0x5A, count: Int(size)))
+            try handle.close()
+        }
+
+        // Mounted again from local state with the registry away: the damage is found, and
+        // the read fails instead of returning wrong bytes.
+        front.stop()
+        try lazypull(["mount", "--no-background-fetch", "--fetch-timeout", "3", ref, mnt], root: root)
+        let away = try cat(mnt + "/data.bin")
+        #expect(away.status != 0 && away.stderr.contains("Input/output error"), "\(away)")
+        // The registry back: the same read gets the right bytes.
+        front = try proxy(port, upstream: registry.host, in: tmp.path)
+        let sum = try run(["timeout", "120", "sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
+        #expect(sum != nil && sum == dataSHA)
+        front.stop()
+    }
+
     @Test("a token that expires while mounted is renewed on the 401 and the read succeeds")
     func expiredToken() throws {
         let tmp = try TemporaryDirectory("lazytoken")

@@ -75,10 +75,11 @@ int lp_syncfs(int fd);
 /// Returns 0 and the child's pid, or an errno value.
 int lp_spawn_daemon(const char *path, char *const argv[], const char *log, pid_t *pid);
 
-/// glibc malloc settings for a long-lived process with many threads: two arenas, and
+/// glibc malloc settings for a long-lived process with many threads: `arenas` arenas,
 /// allocations of `mmap_threshold` bytes or more always mapped and unmapped (a fixed
-/// threshold, so memory goes back to the system after a burst of large buffers).
-void lp_tune_malloc(int arenas, int mmap_threshold);
+/// threshold, so memory goes back to the system after a burst of large buffers), and up to
+/// `trim_threshold` bytes kept at the top of the heap (no shrink and regrow per request).
+void lp_tune_malloc(int arenas, int mmap_threshold, int trim_threshold);
 
 /// `accept4(2)` with SOCK_CLOEXEC (a _GNU_SOURCE function).
 int lp_accept_cloexec(int fd);
