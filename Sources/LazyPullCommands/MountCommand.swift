@@ -40,11 +40,11 @@ struct MountCommand: ParsableCommand {
         let ref = try Reference(parsing: reference)
         guard fetchTimeout > 0 else { throw LazyPullError(.invalidArgument, "--fetch-timeout must be at least 1 second") }
         let target = try MountTable.canonicalTarget(directory, create: true)
-        let state = try StateRoot(path: global.root)
-        if try state.metadata.mount(at: target) != nil {
-            throw LazyPullError(.alreadyExists, "\(target) is already a lazypull mount; run `lazypull umount \(target)` first")
-        }
         if eager {
+            let state = try StateRoot(path: global.root)
+            if try state.metadata.mount(at: target) != nil {
+                throw LazyPullError(.alreadyExists, "\(target) is already a lazypull mount; run `lazypull umount \(target)` first")
+            }
             // Eager pulls run here, with progress bars; only the mount of an image that has
             // lazy layers from an earlier lazy pull needs the control plane (to serve them).
             let options = try pullOptions(registry, quiet: quiet)
@@ -69,7 +69,8 @@ struct MountCommand: ParsableCommand {
         request.insecure = registry.insecure
         request.fetchTimeoutSeconds = fetchTimeout
         request.backgroundFetch = !noBackgroundFetch
-        let reply = try ControlClient(root: state.path).call(ControlRequest(.mount, mount: request), start: true) { notice in
+        // The control plane does the rest (and checks that DIR is not mounted already).
+        let reply = try ControlClient(root: global.root).call(ControlRequest(.mount, mount: request), start: true) { notice in
             FileHandle.standardError.write(Data("lazypull: notice: \(notice)\n".utf8))
         }
         if !quiet { print("mounted \(reply?.image ?? ref.description) at \(target)\(eager ? "" : " (lazy)")") }

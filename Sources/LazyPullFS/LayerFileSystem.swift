@@ -159,9 +159,12 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         return (first.dataOffset - first.fileOffset + offset, Int(end - offset))
     }
 
-    public func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry] {
-        let n = try node(inode)
-        return n.children.map { FUSEDirectoryEntry(name: $0.name, entry: FUSEEntry(inode: $0.inode, attributes: nodes[Int($0.inode - 1)].attributes)) }
+    public func directoryEntries(_ inode: UInt64, from start: Int, limit: Int) throws -> [FUSEDirectoryEntry] {
+        let children = try node(inode).children
+        guard start < children.count else { return [] }
+        return children[start..<min(children.count, start + limit)].map {
+            FUSEDirectoryEntry(name: $0.name, entry: FUSEEntry(inode: $0.inode, attributes: nodes[Int($0.inode - 1)].attributes))
+        }
     }
 
     public func xattr(_ inode: UInt64, name: String) throws -> [UInt8] {

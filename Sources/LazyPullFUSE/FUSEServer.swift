@@ -43,8 +43,9 @@ public protocol FUSEFileSystem: AnyObject, Sendable {
     /// Where the bytes of a read are; the server splices them from a file into the reply when
     /// it can. The default answers with ``read(_:offset:size:)``.
     func readData(_ inode: UInt64, offset: Int64, size: Int) throws -> FUSEReadData
-    /// The whole listing, without "." and ".."; the server pages through it.
-    func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry]
+    /// Up to `limit` entries of the listing (without "." and "..") from position `start` on;
+    /// the server pages through it, one kernel buffer at a time.
+    func directoryEntries(_ inode: UInt64, from start: Int, limit: Int) throws -> [FUSEDirectoryEntry]
     func xattr(_ inode: UInt64, name: String) throws -> [UInt8]
     func xattrNames(_ inode: UInt64) throws -> [String]
 }
@@ -256,12 +257,15 @@ public final class FUSEServer: @unchecked Sendable {
     /// Pages through a directory listing: `offset` is the index of the next entry.
     static func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
         do {
-            let entries = try FUSEServer.server(req).fileSystem.directoryEntries(inode)
+            // An entry takes more than 24 bytes (fuse_dirent and its name), more than 152 with
+            // attributes (fuse_direntplus): ask for no more than the buffer can hold.
+            let start = Int(offset)
+            let entries = try FUSEServer.server(req).fileSystem.directoryEntries(
+                inode, from: start, limit: size / (plus ? 152 : 24) + 1)
             var buffer = [CChar](repeating: 0, count: size)
             var used = 0
-            var index = Int(offset)
-            while index < entries.count {
-                let e = entries[index]
+            var index = start
+            for e in entries {
                 let remaining = size - used
                 let needed: Int = buffer.withUnsafeMutableBufferPointer { buf in
                     let at = buf.baseAddress! + used

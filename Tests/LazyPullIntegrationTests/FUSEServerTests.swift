@@ -4,7 +4,8 @@ import LazyPullFUSE
 import Testing
 
 /// A tiny fixed tree served through the generic server: root (1) holds `hello.txt` (2),
-/// `link` → hello.txt (3) and `dir/` (4).
+/// `link` → hello.txt (3) and `dir/` (4), which holds 1000 empty files `f0000`… (inodes 1000…),
+/// more than one kernel buffer of listing.
 final class FixedTree: FUSEFileSystem, @unchecked Sendable {
     let content = Array("hello from fuse\n".utf8)
 
@@ -17,12 +18,16 @@ final class FixedTree: FUSEFileSystem, @unchecked Sendable {
         case 1, 4: st.st_mode = S_IFDIR | 0o755; st.st_nlink = 2
         case 2: st.st_mode = S_IFREG | 0o644; st.st_size = Int(content.count); st.st_uid = 1000
         case 3: st.st_mode = S_IFLNK | 0o777; st.st_size = 9
+        case 1000..<2000: st.st_mode = S_IFREG | 0o600
         default: throw FUSEError(ENOENT)
         }
         return st
     }
 
     func lookup(parent: UInt64, name: String) throws -> FUSEEntry {
+        if parent == 4, name.hasPrefix("f"), let i = UInt64(name.dropFirst()), i < 1000 {
+            return FUSEEntry(inode: 1000 + i, attributes: try stat(1000 + i))
+        }
         let map: [String: UInt64] = ["hello.txt": 2, "link": 3, "dir": 4]
         guard parent == 1, let inode = map[name] else { throw FUSEError(ENOENT) }
         return FUSEEntry(inode: inode, attributes: try stat(inode))
@@ -34,9 +39,16 @@ final class FixedTree: FUSEFileSystem, @unchecked Sendable {
         let start = min(Int(offset), content.count)
         return Array(content[start..<min(content.count, start + size)])
     }
-    func directoryEntries(_ inode: UInt64) throws -> [FUSEDirectoryEntry] {
+    func directoryEntries(_ inode: UInt64, from start: Int, limit: Int) throws -> [FUSEDirectoryEntry] {
+        if inode == 4 {
+            return try (start..<min(1000, start + limit)).map { i in
+                let name = "f" + String(i + 10000).dropFirst()
+                return FUSEDirectoryEntry(name: name, entry: try lookup(parent: 4, name: name))
+            }
+        }
         guard inode == 1 else { return [] }
-        return try ["hello.txt", "link", "dir"].map { FUSEDirectoryEntry(name: $0, entry: try lookup(parent: 1, name: $0)) }
+        let all = try ["hello.txt", "link", "dir"].map { FUSEDirectoryEntry(name: $0, entry: try lookup(parent: 1, name: $0)) }
+        return Array(all.dropFirst(start).prefix(limit))
     }
     func xattr(_ inode: UInt64, name: String) throws -> [UInt8] {
         guard inode == 2, name == "user.color" else { throw FUSEError(ENODATA) }
@@ -57,6 +69,8 @@ struct FUSEServerTests {
         defer { server.stop() }
         #expect(try String(contentsOfFile: mnt + "/hello.txt", encoding: .utf8) == "hello from fuse\n")
         #expect(try FileManager.default.contentsOfDirectory(atPath: mnt).sorted() == ["dir", "hello.txt", "link"])
+        let listing = try FileManager.default.contentsOfDirectory(atPath: mnt + "/dir")
+        #expect(listing.count == 1000 && listing.sorted() == (0..<1000).map { "f" + String($0 + 10000).dropFirst() })
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: mnt + "/link") == "hello.txt")
         let attributes = try FileManager.default.attributesOfItem(atPath: mnt + "/hello.txt")
         #expect(attributes[.ownerAccountID] as? Int == 1000)
