@@ -36,15 +36,15 @@ struct Node: Sendable {
 /// fetched chunk by chunk through `fetch` (HTTP Range) the first time they are read, verified
 /// against the chunk digest, and kept. A chunk that fails verification is never served.
 public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
-    private var nodes: [Node] = []           // index = inode - 1; immutable after init
+    var nodes: [Node] = []                   // index = inode - 1; immutable after init
     private let format: LazyLayerFormat
     private let fetch: @Sendable (Int64, Int64) throws -> [UInt8]
-    private let cache: LayerDataCache
+    let cache: LayerDataCache
     /// Every chunk in blob order; the chunks of files before `.prefetch.landmark` come first
     /// in `prefetchCount`.
     private var allChunks: [Chunk] = []
     private var prefetchCount = 0
-    private let activity = Mutex(Activity())
+    let activity = Mutex(Activity())
     /// Compressed bytes of file data in the blob (the TOC excluded).
     public let dataSize: Int64
     /// Whether any inode has an extended attribute. When none has, `getxattr` answers ENOSYS
@@ -61,6 +61,9 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         var background = BackgroundState.off
         var stopped = false
         var prefetchFinished = false
+        /// Executables and libraries whose dependencies were looked for already.
+        var dependenciesSeen: Set<UInt64> = []
+        var dependencyHandler: (@Sendable (ELFDependencies) -> Void)?
     }
 
     /// Names that are format metadata, not image content (DESIGN §5): hidden from the tree.
@@ -98,7 +101,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 
     // MARK: FUSEFileSystem
 
-    private func node(_ inode: UInt64) throws -> Node {
+    func node(_ inode: UInt64) throws -> Node {
         guard inode >= 1, inode <= UInt64(nodes.count) else { throw FUSEError(ENOENT) }
         return nodes[Int(inode - 1)]
     }
@@ -150,6 +153,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
             if let head = needed.first, !cache.isPresent(head.index),
                let from = n.chunks.firstIndex(where: { $0.index == head.index }) {
                 try fetchMissing(Array(n.chunks[from...]), yielding: false, groupLimit: 16 << 20)
+                if from == 0 { fetchedWhole(inode) }
             }
             for chunk in needed { try cache.ensure(chunk) { try fetchChunk(chunk) } }
         } else {
@@ -278,7 +282,7 @@ extension LayerFileSystem {
 
     /// Background groups stay small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never
     /// waits long behind one.
-    private func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20) throws {
+    func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20) throws {
         var group: [Chunk] = []
         func flush() throws {
             guard let first = group.first, let last = group.last else { return }

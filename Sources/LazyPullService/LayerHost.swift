@@ -114,6 +114,16 @@ public final class LayerHost: Sendable {
         let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory) {
             try client.fetchRange(digest, offset: $0, length: $1)
         }
+        // What a program fetched from this layer will load next may sit in any layer of the
+        // image: ask them all.
+        let reference = spec.reference
+        built.onDependencies { [weak self] dependencies in
+            guard let self else { return }
+            let paths = dependencies.candidatePaths
+            for layer in served.withLock({ Array($0.values) }) where layer.spec.reference == reference {
+                layer.fileSystem.prefetchFiles(paths)
+            }
+        }
         let fileSystem: LayerFileSystem = try attaching.withLock { _ in
             if let existing = served.withLock({ $0[spec.mountpoint] }) { return existing.fileSystem }
             // A mount left by a host that died answers ENOTCONN: take it away first.

@@ -1,0 +1,78 @@
+import Foundation
+import LazyPullFUSE
+import LazyPullOCI
+
+/// Prefetching what a dynamically linked program will open next (see ``ELFDependencies``):
+/// once an ELF file has been fetched whole, its interpreter and libraries are fetched in
+/// parallel, in every layer of the image, instead of one round trip after another as the
+/// loader opens them.
+extension LayerFileSystem {
+    /// Largest file read back from the cache to look for dependencies.
+    static let dependencyScanLimit: Int64 = 64 << 20
+
+    /// Called with the dependencies of every ELF file this layer fetched on demand; the layer
+    /// host passes them to every layer of the image (``prefetchFiles(_:)``).
+    public func onDependencies(_ handler: @escaping @Sendable (ELFDependencies) -> Void) {
+        activity.withLock { $0.dependencyHandler = handler }
+    }
+
+    /// A file was fetched from its first byte on: if it is a dynamically linked ELF file,
+    /// report what it needs (on a thread of its own, the read does not wait).
+    func fetchedWhole(_ inode: UInt64) {
+        guard let handler = activity.withLock({ state -> (@Sendable (ELFDependencies) -> Void)? in
+            guard state.dependencyHandler != nil, state.dependenciesSeen.insert(inode).inserted else { return nil }
+            return state.dependencyHandler
+        }) else { return }
+        guard let n = try? node(inode), let first = n.chunks.first,
+              Int64(n.attributes.st_size) >= 64, Int64(n.attributes.st_size) <= Self.dependencyScanLimit else { return }
+        let thread = Thread { [self] in
+            var bytes = [UInt8](repeating: 0, count: Int(n.attributes.st_size))
+            guard (try? bytes.withUnsafeMutableBytes { try cache.read(at: first.dataOffset - first.fileOffset, into: $0) }) != nil,
+                  bytes[0] == 0x7F, bytes[1] == 0x45,
+                  let dependencies = bytes.withUnsafeBytes({ ELFDependencies.parse($0) }) else { return }
+            handler(dependencies)
+        }
+        thread.stackSize = 512 << 10
+        thread.start()
+    }
+
+    /// Fetches the files at `paths` that this layer holds and has not fetched yet, each on a
+    /// thread of its own; the ones that are ELF files report their own dependencies in turn.
+    public func prefetchFiles(_ paths: [String]) {
+        for path in paths {
+            guard let inode = resolve(path), let n = try? node(inode), n.attributes.st_mode & S_IFMT == S_IFREG,
+                  let head = n.chunks.first, !cache.isPresent(head.index) else { continue }
+            let thread = Thread { [self] in
+                do {
+                    try fetchMissing(n.chunks, yielding: false, groupLimit: 16 << 20)
+                    fetchedWhole(inode)
+                } catch {
+                    // A prefetch is a guess: the read that needs the file fetches it again.
+                }
+            }
+            thread.stackSize = 512 << 10
+            thread.start()
+        }
+    }
+
+    /// The inode at absolute `path` in this layer, following symbolic links inside it (at
+    /// most 8); nil when the path leaves the layer's tree or does not exist in it.
+    func resolve(_ path: String, links: Int = 0) -> UInt64? {
+        guard links <= 8 else { return nil }
+        var stack: [(name: String, inode: UInt64)] = []
+        var components = path.split(separator: "/").map(String.init)[...]
+        while let name = components.popFirst() {
+            if name == "." { continue }
+            if name == ".." { _ = stack.popLast(); continue }
+            let parent = stack.last?.inode ?? 1
+            guard let child = nodes[Int(parent - 1)].childIndex[name] else { return nil }
+            let node = nodes[Int(child - 1)]
+            if node.attributes.st_mode & S_IFMT == S_IFLNK {
+                let base = node.linkTarget.hasPrefix("/") ? "" : "/" + stack.map(\.name).joined(separator: "/")
+                return resolve(base + "/" + node.linkTarget + "/" + components.joined(separator: "/"), links: links + 1)
+            }
+            stack.append((name, child))
+        }
+        return stack.last?.inode ?? 1
+    }
+}
