@@ -7,9 +7,6 @@ import LazyPullOCI
 /// parallel, in every layer of the image, instead of one round trip after another as the
 /// loader opens them.
 extension LayerFileSystem {
-    /// Largest file read back from the cache to look for dependencies.
-    static let dependencyScanLimit: Int64 = 64 << 20
-
     /// Called with the dependencies of every ELF file this layer fetched on demand; the layer
     /// host passes them to every layer of the image (``prefetchFiles(_:)``).
     public func onDependencies(_ handler: @escaping @Sendable (ELFDependencies) -> Void) {
@@ -23,13 +20,16 @@ extension LayerFileSystem {
             guard state.dependencyHandler != nil, state.dependenciesSeen.insert(inode).inserted else { return nil }
             return state.dependencyHandler
         }) else { return }
-        guard let n = try? node(inode), let first = n.chunks.first,
-              Int64(n.attributes.st_size) >= 64, Int64(n.attributes.st_size) <= Self.dependencyScanLimit else { return }
+        // Most files fetched are not ELF: look at the magic before starting anything.
+        guard let n = try? node(inode), let first = n.chunks.first, n.attributes.st_size >= 64 else { return }
+        let start = first.dataOffset - first.fileOffset
+        var magic = [UInt8](repeating: 0, count: 4)
+        guard (try? magic.withUnsafeMutableBytes { try cache.read(at: start, into: $0) }) != nil,
+              magic == [0x7F, 0x45, 0x4C, 0x46] else { return }
         let thread = Thread { [self] in
-            var bytes = [UInt8](repeating: 0, count: Int(n.attributes.st_size))
-            guard (try? bytes.withUnsafeMutableBytes { try cache.read(at: first.dataOffset - first.fileOffset, into: $0) }) != nil,
-                  bytes[0] == 0x7F, bytes[1] == 0x45,
-                  let dependencies = bytes.withUnsafeBytes({ ELFDependencies.parse($0) }) else { return }
+            // Mapped: the parser touches a few pages (headers, dynamic section, strings).
+            guard let dependencies = cache.withMappedBytes(at: start, count: Int(n.attributes.st_size), ELFDependencies.parse)
+            else { return }
             handler(dependencies)
         }
         thread.stackSize = 512 << 10

@@ -61,10 +61,11 @@ final class LayerDataCache: @unchecked Sendable {
     /// The data file, open for as long as the cache lives (reads are spliced from it).
     var dataDescriptor: Int32 { dataFD }
 
-    func isVerified(_ index: Int) -> Bool {
+    /// Whether every chunk of `chunks` is here and verified: the test every read makes.
+    func areVerified(_ chunks: ArraySlice<Chunk>) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        return states[index] == .verified
+        return chunks.allSatisfy { states[$0.index] == .verified }
     }
 
     func isPresent(_ index: Int) -> Bool {
@@ -102,6 +103,17 @@ final class LayerDataCache: @unchecked Sendable {
             guard n > 0 else { throw LazyPullError.io("cannot read layer cache", path: dataPath, errno: n < 0 ? errno : EIO) }
             done += n
         }
+    }
+
+    /// Calls `body` with `count` bytes at `position` of the data file, mapped, not copied.
+    func withMappedBytes<R>(at position: Int64, count: Int, _ body: (UnsafeRawBufferPointer) -> R?) -> R? {
+        let page = Int64(sysconf(Int32(_SC_PAGESIZE)))
+        let aligned = position / page * page
+        let lead = Int(position - aligned)
+        guard count > 0, let base = mmap(nil, lead + count, PROT_READ, MAP_SHARED, dataFD, off_t(aligned)),
+              base != MAP_FAILED else { return nil }
+        defer { munmap(base, lead + count) }
+        return body(UnsafeRawBufferPointer(start: base + lead, count: count))
     }
 
     /// Marks a chunk as being fetched by the caller; false when it is verified or someone

@@ -143,15 +143,17 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         let fileSize = Int64(n.attributes.st_size)
         let end = min(fileSize, offset + Int64(size))
         guard offset < end, let first = n.chunks.first else { return nil }
-        let needed = n.chunks.filter { $0.fileOffset < end && $0.fileOffset + $0.size > offset }
-        if needed.contains(where: { !cache.isVerified($0.index) }) {
+        // Chunks are in file order: the ones under [offset, end) are one run.
+        let from = n.chunks.firstIndex { $0.fileOffset + $0.size > offset } ?? n.chunks.endIndex
+        let to = n.chunks[from...].firstIndex { $0.fileOffset >= end } ?? n.chunks.endIndex
+        let needed = n.chunks[from..<to]
+        if !cache.areVerified(needed) {
             // The background fetch yields while on-demand reads wait.
             activity.withLock { $0.waitingReads += 1 }
             defer { activity.withLock { $0.waitingReads -= 1; $0.lastRead = Date() } }
             // A first read of a file fetches the rest of it in the same request: a program that
             // opens a file nearly always reads it to the end (one round trip instead of many).
-            if let head = needed.first, !cache.isPresent(head.index),
-               let from = n.chunks.firstIndex(where: { $0.index == head.index }) {
+            if let head = needed.first, !cache.isPresent(head.index) {
                 try fetchMissing(Array(n.chunks[from...]), yielding: false, groupLimit: 16 << 20)
                 if from == 0 { fetchedWhole(inode) }
             }
@@ -245,10 +247,10 @@ extension LayerFileSystem {
     /// chunk in blob order, pausing while on-demand reads wait. Blocks; run it on a thread.
     public func fetchAll(background: Bool) {
         activity.withLock { $0.background = .prefetching }
+        let prefetched = Result { try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false) }
+        activity.withLock { $0.prefetchFinished = true }
         do {
-            defer { activity.withLock { $0.prefetchFinished = true } }
-            try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false)
-            activity.withLock { $0.prefetchFinished = true }
+            try prefetched.get()
             guard background else { activity.withLock { $0.background = .off }; return }
             // Start once the mount has been quiet for a moment: a starting container reads
             // in bursts, and the background fetch should fill the gaps, not compete.
@@ -271,8 +273,7 @@ extension LayerFileSystem {
         }
     }
 
-    /// Groups runs of missing chunks that sit next to each other in the blob into one Range
-    /// request of at most `groupLimit` compressed bytes.
+    /// Pauses the background fetch while on-demand reads wait.
     private func waitWhileReadsWait() {
         guard activity.withLock({ $0.waitingReads > 0 }) else { return }
         activity.withLock { $0.background = .paused }
@@ -280,8 +281,9 @@ extension LayerFileSystem {
         activity.withLock { $0.background = .running }
     }
 
-    /// Background groups stay small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never
-    /// waits long behind one.
+    /// Fetches the chunks not cached yet, grouping runs that sit next to each other in the blob
+    /// into one Range request of at most `groupLimit` compressed bytes. Background groups stay
+    /// small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never waits long behind one.
     func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20) throws {
         var group: [Chunk] = []
         func flush() throws {

@@ -235,7 +235,7 @@ struct TOCJSONParser {
                         throw failure("unpaired surrogate")
                     }
                     guard let character = Unicode.Scalar(scalar) else { throw failure("invalid \\u escape") }
-                    decoded.append(contentsOf: Array(String(Character(character)).utf8))
+                    decoded.append(contentsOf: String(character).utf8)
                 default: throw failure("invalid escape")
                 }
             default:

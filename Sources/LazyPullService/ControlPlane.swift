@@ -109,17 +109,24 @@ public final class ControlPlane: Sendable {
         options.parallelLayers = 8
         let puller = ImagePuller(state: state)
         var record = request.pull ? nil : try puller.localImage(reference, platform: options.platform)
+        let attachedByPull = Mutex<Set<String>>([])
         if record == nil {
-            var lazy = LazyLayerOptions(attach: { [host] in try host.attach($0) }, notice: notice)
+            var lazy = LazyLayerOptions(attach: { [host] spec in
+                try host.attach(spec)
+                attachedByPull.withLock { _ = $0.insert(spec.mountpoint) }
+            }, notice: notice)
             lazy.fetchTimeoutSeconds = request.fetchTimeoutSeconds
             lazy.backgroundFetch = request.backgroundFetch
             record = try puller.pull(reference, options: options, lazy: lazy)
         }
         guard let record else { throw LazyPullError(.notFound, "\(reference) not found") }
-        // Layers pulled lazily before are served again, with this mount's settings.
+        // Lazy layers that were there before this pull are served too; this mount's settings
+        // apply to those not served yet (a served layer keeps its own).
         let layers = LazyLayers(state: state)
+        let attached = attachedByPull.withLock { $0 }
         for chainID in record.chainIDs {
-            guard let snapshot = try state.metadata.snapshot(chainID.description), var spec = layers.spec(of: snapshot) else { continue }
+            guard let snapshot = try state.metadata.snapshot(chainID.description), var spec = layers.spec(of: snapshot),
+                  !attached.contains(spec.mountpoint) else { continue }
             spec.fetchTimeoutSeconds = request.fetchTimeoutSeconds
             spec.backgroundFetch = request.backgroundFetch
             try host.attach(spec)

@@ -76,7 +76,7 @@ struct LazyMountTests {
         withExtendedLifetime(proxy) {}
     }
 
-    @Test("python3 in a chroot of a lazily mounted Debian + python3 eStargz image fetches under 10 % of it, counted on the wire")
+    @Test("python3 in a chroot of a lazily mounted Debian + python3 eStargz image fetches under 10 % of it, counted on the wire; a module's libraries are prefetched")
     func pythonLaziness() throws {
         let tmp = try TemporaryDirectory("python")
         let registry = try TestRegistry(in: tmp.path)
@@ -101,6 +101,23 @@ struct LazyMountTests {
         #expect(fetched > 0)
         #expect(fetched * 10 < imageBytes, "fetched \(fetched) of \(imageBytes) bytes to run python3")
         print("python3 hello: fetched \(fetched) of \(imageBytes) compressed bytes")
+
+        // Dependency prefetch: reading the first bytes of an extension module (one request)
+        // makes the layer host fetch the libraries it needs, libssl and libcrypto, before
+        // anything opens them; opening libssl afterwards asks the registry for nothing.
+        func requests() throws -> Int {
+            try statusLayers(root: root, dir: mnt).compactMap { $0["fetchRequests"] as? Int }.reduce(0, +)
+        }
+        let before = try requests()
+        _ = try run(["head", "-c", "4", mnt + "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so"])
+        var after = try requests()
+        for _ in 0..<600 where after < before + 3 {
+            Thread.sleep(forTimeInterval: 0.1)
+            after = try requests()
+        }
+        #expect(after >= before + 3, "the module's libraries were not prefetched: \(after - before) requests")
+        _ = try run(["cat", mnt + "/usr/lib/x86_64-linux-gnu/libssl.so.3"])
+        #expect(try requests() == after)
         try lazypull(["umount", mnt], root: root)
         withExtendedLifetime(proxy) {}
     }

@@ -5,7 +5,7 @@ import Testing
 /// mounts; layers that cannot be read lazily are pulled one by one.
 @Suite("Process model and per-layer fallback", .serialized)
 struct ProcessModelTests {
-    @Test("an image mixing gzip and eStargz layers: gzip layers pulled (with a notice), the rest lazy, containerd's tree")
+    @Test("an image mixing gzip and eStargz layers, or with a failing TOC: those layers pulled (with a notice), the rest lazy, containerd's tree")
     func perLayerFallback() throws {
         let tmp = try TemporaryDirectory("mixed")
         let registry = try TestRegistry(in: tmp.path)
@@ -27,6 +27,22 @@ struct ProcessModelTests {
         let tree = try run(["treedump.py", mnt]).stdout
         #expect(tree == reference, "mixed image tree differs from containerd's:\n\(lineDiff(reference, tree))")
         try lazypull(["umount", mnt], root: root)
+
+        // A layer whose TOC fails verification is pulled too: the image still mounts, with that
+        // eStargz layer unpacked as containerd would (its index and landmark included).
+        try run(["mix-layers.py", registry.host, "conformance", "v1", "esgz", "badtoc", "2", "break-toc"])
+        // (A root of its own: in the first one, these layers' snapshots exist already.)
+        let badRoot = tmp.path + "/root-bad"
+        let bad = tmp.path + "/bad"
+        let badMount = try lazypull(["mount", "--read-only", "\(registry.host)/conformance:badtoc", bad], root: badRoot)
+        defer { _ = try? lazypull(["umount", bad], root: badRoot, check: false) }
+        #expect(badMount.stderr.contains("digest mismatch"), "\(badMount.stderr)")
+        #expect(try statusLayers(root: badRoot, dir: bad).compactMap { $0["mode"] as? String } == ["eager", "lazy", "eager", "eager"])
+        let badTree = try run(["treedump.py", bad]).stdout.split(separator: "\n")
+            .filter { !$0.hasPrefix("'./.no.prefetch.landmark'") && !$0.hasPrefix("'./stargz.index.json'") }
+            .joined(separator: "\n") + "\n"
+        #expect(badTree == reference, "tree with a failing TOC differs:\n\(lineDiff(reference, badTree))")
+        try lazypull(["umount", bad], root: badRoot)
     }
 
     @Test("one control plane and one layer host serve every mount; a killed control plane breaks no mount; both end when idle")

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""mix-layers.py REGISTRY REPO PLAIN_TAG LAZY_TAG OUT_TAG N
+"""mix-layers.py REGISTRY REPO PLAIN_TAG LAZY_TAG OUT_TAG N [break-toc]
 
 Pushes REPO:OUT_TAG, an image whose first N layers come from PLAIN_TAG (ordinary gzip
 layers) and the rest from LAZY_TAG (the same image converted to eStargz or zstd:chunked),
 with the config's diff_ids taken to match. Both images must be single-platform OCI or
-Docker manifests in the same repository, so every blob is already there.
+Docker manifests in the same repository, so every blob is already there. With
+`break-toc`, the top layer's TOC digest annotation is wrong (its TOC fails verification).
 """
 import hashlib
 import json
@@ -24,9 +25,10 @@ def get(url, accept=None):
 
 
 def main():
-    if len(sys.argv) != 7:
+    if len(sys.argv) not in (7, 8) or (len(sys.argv) == 8 and sys.argv[7] != "break-toc"):
         sys.exit(__doc__)
-    registry, repo, plain_tag, lazy_tag, out_tag, n = sys.argv[1:]
+    registry, repo, plain_tag, lazy_tag, out_tag, n = sys.argv[1:7]
+    break_toc = len(sys.argv) == 8
     n = int(n)
     base = f"http://{registry}/v2/{repo}"
     plain = json.loads(get(f"{base}/manifests/{plain_tag}", ACCEPT))
@@ -54,6 +56,11 @@ def main():
     manifest = dict(lazy)
     manifest["config"] = dict(lazy["config"], digest=config_digest, size=len(config_bytes))
     manifest["layers"] = plain["layers"][:n] + lazy["layers"][n:]
+    if break_toc:
+        top = dict(manifest["layers"][-1])
+        top["annotations"] = dict(top.get("annotations", {}),
+                                  **{"containerd.io/snapshot/stargz/toc.digest": "sha256:" + "0" * 64})
+        manifest["layers"][-1] = top
     body = json.dumps(manifest, separators=(",", ":")).encode()
     put = urllib.request.Request(f"{base}/manifests/{out_tag}", data=body, method="PUT",
                                  headers={"Content-Type": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json")})
