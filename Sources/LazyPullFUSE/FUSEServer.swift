@@ -262,26 +262,27 @@ public final class FUSEServer: @unchecked Sendable {
             let start = Int(offset)
             let entries = try FUSEServer.server(req).fileSystem.directoryEntries(
                 inode, from: start, limit: size / (plus ? 152 : 24) + 1)
-            var buffer = [CChar](repeating: 0, count: size)
+            // Not zeroed: the kernel may ask for a buffer of up to max_pages, and only the
+            // entries written into it are sent.
+            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
+            defer { buffer.deallocate() }
             var used = 0
             var index = start
             for e in entries {
                 let remaining = size - used
-                let needed: Int = buffer.withUnsafeMutableBufferPointer { buf in
-                    let at = buf.baseAddress! + used
-                    if plus {
-                        var p = entryParam(e.entry)
-                        return fuse_add_direntry_plus(req, at, remaining, e.name, &p, off_t(index + 1))
-                    } else {
-                        var st = e.entry.attributes
-                        return fuse_add_direntry(req, at, remaining, e.name, &st, off_t(index + 1))
-                    }
+                let needed: Int
+                if plus {
+                    var p = entryParam(e.entry)
+                    needed = fuse_add_direntry_plus(req, buffer + used, remaining, e.name, &p, off_t(index + 1))
+                } else {
+                    var st = e.entry.attributes
+                    needed = fuse_add_direntry(req, buffer + used, remaining, e.name, &st, off_t(index + 1))
                 }
                 if needed > remaining { break }
                 used += needed
                 index += 1
             }
-            buffer.withUnsafeBufferPointer { _ = fuse_reply_buf(req, $0.baseAddress, used) }
+            fuse_reply_buf(req, buffer, used)
         } catch { fuse_reply_err(req, FUSEServer.code(of: error)) }
     }
 }
