@@ -10,7 +10,7 @@ APT_PACKAGES := pkg-config libcurl4-openssl-dev zlib1g-dev libzstd-dev libisal-d
 	libfuse3-dev fuse3 docker-registry umoci skopeo containerd runc stargz-snapshotter \
 	mmdebstrap apache2-utils busybox-static python3 openssl attr libcap2-bin iproute2 procps bc
 
-.PHONY: all deps build debug test run bench install clean
+.PHONY: all deps build debug test run bench install generate clean
 
 all: build
 
@@ -43,6 +43,18 @@ bench: build
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazypull
+
+# Regenerates the checked-in gRPC code of containerd's snapshot API from its .proto files.
+# Builds the two protoc plugins from the package versions Package.swift resolves (minutes).
+PLUGIN_DIR := .build/protoc-plugins
+generate:
+	@dpkg -s protobuf-compiler >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
+	$(SWIFT) package resolve
+	$(SWIFT) build -c release --package-path .build/checkouts/swift-protobuf --product protoc-gen-swift
+	$(SWIFT) build -c release --package-path .build/checkouts/grpc-swift-protobuf --product protoc-gen-grpc-swift-2
+	mkdir -p $(PLUGIN_DIR)
+	cp .build/checkouts/swift-protobuf/.build/release/protoc-gen-swift .build/checkouts/grpc-swift-protobuf/.build/release/protoc-gen-grpc-swift-2 $(PLUGIN_DIR)/
+	PLUGINS=$(abspath $(PLUGIN_DIR)) Sources/LazyPullContainerd/Protos/generate.sh
 
 clean:
 	rm -rf .build

@@ -9,6 +9,11 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // System libraries: umbrella headers only.
@@ -35,17 +40,27 @@ let package = Package(
         .target(name: "LazyPullService", dependencies: [
             "CLazyPullShims", "LazyPullOCI", "LazyPullFUSE", "LazyPullFS", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullImages",
         ]),
+        // containerd's snapshot service over gRPC; Generated/ comes from Protos/ (`make generate`).
+        .target(name: "LazyPullContainerd", dependencies: [
+            "LazyPullService", "LazyPullOCI", "LazyPullContent",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ], exclude: ["Protos"]),
         .target(name: "LazyPullCommands", dependencies: [
-            "LazyPullService",
+            "LazyPullService", "LazyPullContainerd",
             "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
             "LazyPullImages",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         .executableTarget(name: "lazypull", dependencies: ["LazyPullCommands"]),
 
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),
         .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
+        .testTarget(name: "LazyPullServiceTests", dependencies: ["LazyPullService", "LazyPullOCI"]),
         .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFUSE", "LazyPullFS", "CLazyPullShims"]),
     ],
     swiftLanguageModes: [.v6]

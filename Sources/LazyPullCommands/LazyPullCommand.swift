@@ -39,8 +39,18 @@ func raiseOpenFileLimit() {
 
 /// Options every command shares.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: "Directory holding lazypull's state.")
-    var root: String = ProcessInfo.processInfo.environment["LAZYPULL_ROOT"] ?? "/var/lib/lazypull"
+    @Option(name: .customLong("root"), help: "Directory holding lazypull's state (default: $LAZYPULL_ROOT, else `root` in the configuration, else /var/lib/lazypull).")
+    var rootOption: String?
+
+    @Option(name: .customLong("config"), help: "Configuration file.")
+    var configPath = ProcessInfo.processInfo.environment["LAZYPULL_CONFIG"] ?? Configuration.defaultPath
+
+    func configuration() throws -> Configuration { try Configuration.load(configPath) }
+
+    var root: String {
+        rootOption ?? ProcessInfo.processInfo.environment["LAZYPULL_ROOT"]
+            ?? (try? configuration().root).flatMap { $0 } ?? "/var/lib/lazypull"
+    }
 }
 
 /// How to reach the registry.

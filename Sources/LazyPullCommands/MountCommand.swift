@@ -3,6 +3,7 @@ import Foundation
 import LazyPullContent
 import LazyPullImages
 import LazyPullOCI
+import LazyPullContainerd
 import LazyPullService
 
 struct MountCommand: ParsableCommand {
@@ -96,19 +97,34 @@ struct UmountCommand: ParsableCommand {
     }
 }
 
-/// `lazypull serve`: the control plane (DESIGN §2a).
+/// `lazypull serve`: the control plane (DESIGN §2a) and containerd's proxy snapshotter.
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve", abstract: "Run the control plane that serves lazy mounts (started by `mount` when needed).")
+        commandName: "serve",
+        abstract: "Run the control plane: lazy mounts for the CLI, and containerd's snapshotter socket.")
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(name: .customLong("exit-when-idle"), help: "End once nothing is mounted (how `lazypull mount` starts it).")
+    @Option(help: "Socket to serve containerd's snapshot API on (default: snapshotter.address in the configuration).")
+    var address: String?
+
+    @Flag(name: .customLong("exit-when-idle"),
+          help: "End once nothing is mounted, without a snapshotter socket (how `lazypull mount` starts it).")
     var exitWhenIdle = false
 
     func run() throws {
+        let config = try global.configuration()
         let state = try StateRoot(path: global.root)
-        try ControlPlane(state: state, exitWhenIdle: exitWhenIdle).run()
+        let plane = ControlPlane(state: state, exitWhenIdle: exitWhenIdle)
+        guard !exitWhenIdle else { try plane.run() }
+        let snapshotter = ContainerdSnapshotter(state: state, host: plane.host, settings: config.remoteSettings)
+        let server = SnapshotterServer(socketPath: address ?? config.snapshotter.address, snapshotter: snapshotter)
+        // containerd may create containers on any remote layer as soon as the socket answers.
+        try plane.run {
+            snapshotter.restore()
+            try server.start()
+            serviceLog("containerd snapshotter serving \(server.socketPath)")
+        }
     }
 }
 

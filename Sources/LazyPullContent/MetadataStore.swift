@@ -44,6 +44,13 @@ public struct SnapshotRecord: Sendable, Equatable {
     public var parent: String?
     public var kind: SnapshotKind
     public var labels: [String: String]
+    public var created: Date
+    public var updated: Date
+
+    /// Snapshots made through containerd's snapshot service: their keys are containerd's
+    /// `<namespace>/<sequence>/<key>` (or lazypull's `remote/<chain ID>`); the CLI's never
+    /// contain a `/`. The CLI's garbage collector leaves them to containerd's.
+    public var isContainerdOwned: Bool { key.contains("/") }
 }
 
 /// A mount made by `lazypull mount`: where, of which image, on which active snapshot.
@@ -154,7 +161,7 @@ public final class MetadataStore: Sendable {
             try db.execute("""
                 INSERT INTO snapshots (key, parent, kind, labels, created, updated) VALUES (?, ?, ?, ?, ?, ?)
                 """, [.text(key), parent.map { .text($0) } ?? .null, .text(kind.rawValue),
-                      .text(try Self.encode(labels)), .integer(Int64(now)), .integer(Int64(now))])
+                      .text(try Self.encode(labels)), .real(now), .real(now)])
             return try snapshotUnlocked(key)!
         }
     }
@@ -162,17 +169,19 @@ public final class MetadataStore: Sendable {
     public func snapshot(_ key: String) throws -> SnapshotRecord? { try snapshotUnlocked(key) }
 
     private func snapshotUnlocked(_ key: String) throws -> SnapshotRecord? {
-        try db.query("SELECT id, key, parent, kind, labels FROM snapshots WHERE key = ?", [.text(key)])
+        try db.query("SELECT id, key, parent, kind, labels, created, updated FROM snapshots WHERE key = ?", [.text(key)])
             .first.map(Self.snapshotRecord)
     }
 
     public func snapshots() throws -> [SnapshotRecord] {
-        try db.query("SELECT id, key, parent, kind, labels FROM snapshots ORDER BY id").map(Self.snapshotRecord)
+        try db.query("SELECT id, key, parent, kind, labels, created, updated FROM snapshots ORDER BY id").map(Self.snapshotRecord)
     }
 
     /// Turns active snapshot `key` into committed snapshot `name`, optionally re-parenting
     /// it (layers unpacked in parallel are committed bottom-up afterwards).
-    public func commitSnapshot(key: String, as name: String, parent: String?? = nil) throws {
+    /// `labels`, when given, are merged over the active snapshot's.
+    public func commitSnapshot(key: String, as name: String, parent: String?? = nil,
+                               labels: [String: String]? = nil) throws {
         try db.transaction {
             if try !db.query("SELECT 1 FROM snapshots WHERE key = ?", [.text(name)]).isEmpty {
                 throw LazyPullError(.alreadyExists, "snapshot \(name) already exists")
@@ -190,9 +199,25 @@ public final class MetadataStore: Sendable {
             guard kind == SnapshotKind.active.rawValue else {
                 throw LazyPullError(.invalidArgument, "snapshot \(key) is not active")
             }
+            if let labels, !labels.isEmpty {
+                var merged = try snapshotUnlocked(key)?.labels ?? [:]
+                merged.merge(labels) { _, new in new }
+                try db.execute("UPDATE snapshots SET labels = ? WHERE key = ?", [.text(try Self.encode(merged)), .text(key)])
+            }
             try db.execute("UPDATE snapshots SET key = ?, kind = ?, updated = ? WHERE key = ?",
                            [.text(name), .text(SnapshotKind.committed.rawValue),
-                            .integer(Int64(Date().timeIntervalSince1970)), .text(key)])
+                            .real(Date().timeIntervalSince1970), .text(key)])
+        }
+    }
+
+    /// Replaces the labels of `key` (containerd's Update with a `labels` field path).
+    @discardableResult
+    public func setSnapshotLabels(_ key: String, _ labels: [String: String]) throws -> SnapshotRecord {
+        try db.transaction {
+            guard try snapshotUnlocked(key) != nil else { throw LazyPullError(.notFound, "snapshot \(key) not found") }
+            try db.execute("UPDATE snapshots SET labels = ?, updated = ? WHERE key = ?",
+                           [.text(try Self.encode(labels)), .real(Date().timeIntervalSince1970), .text(key)])
+            return try snapshotUnlocked(key)!
         }
     }
 
@@ -209,7 +234,9 @@ public final class MetadataStore: Sendable {
     private static func snapshotRecord(_ row: [SQLValue]) throws -> SnapshotRecord {
         SnapshotRecord(id: row[0].integer ?? 0, key: row[1].text ?? "", parent: row[2].text,
                        kind: SnapshotKind(rawValue: row[3].text ?? "") ?? .active,
-                       labels: (try? decode([String: String].self, row[4].text ?? "{}")) ?? [:])
+                       labels: (try? decode([String: String].self, row[4].text ?? "{}")) ?? [:],
+                       created: Date(timeIntervalSince1970: row[5].real ?? 0),
+                       updated: Date(timeIntervalSince1970: row[6].real ?? 0))
     }
 
     // MARK: Mounts

@@ -6,10 +6,19 @@ import LazyPullOCI
 public enum SQLValue: Sendable, Equatable {
     case null
     case integer(Int64)
+    case real(Double)
     case text(String)
 
     public var text: String? { if case .text(let s) = self { s } else { nil } }
     public var integer: Int64? { if case .integer(let i) = self { i } else { nil } }
+    /// A number, however it was stored (older rows hold whole seconds as integers).
+    public var real: Double? {
+        switch self {
+        case .real(let d): d
+        case .integer(let i): Double(i)
+        default: nil
+        }
+    }
 }
 
 /// One SQLite connection (serialized mode), in WAL mode with a busy timeout so several
@@ -54,6 +63,7 @@ final class SQLiteConnection: @unchecked Sendable {
             switch p {
             case .null: sqlite3_bind_null(statement, index)
             case .integer(let v): sqlite3_bind_int64(statement, index, v)
+            case .real(let v): sqlite3_bind_double(statement, index, v)
             case .text(let s): sqlite3_bind_text(statement, index, s, -1, Self.transient)
             }
         }
@@ -67,6 +77,7 @@ final class SQLiteConnection: @unchecked Sendable {
                 switch sqlite3_column_type(statement, c) {
                 case SQLITE_NULL: row.append(.null)
                 case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, c)))
+                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, c)))
                 default: row.append(.text(String(cString: sqlite3_column_text(statement, c))))
                 }
             }

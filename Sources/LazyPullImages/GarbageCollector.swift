@@ -4,7 +4,8 @@ import LazyPullOCI
 import LazyPullSnapshots
 
 /// Removes content and snapshots that no image or mount references (containerd's GC,
-/// reduced to the two roots lazypull has: image records and mounts).
+/// reduced to the two roots lazypull has: image records and mounts). Snapshots made through
+/// containerd's snapshot service are left to containerd's own GC.
 public struct GarbageCollector: Sendable {
     let state: StateRoot
 
@@ -26,7 +27,8 @@ public struct GarbageCollector: Sendable {
         for mount in try state.metadata.mounts() {
             if let key = mount.snapshotKey { liveSnapshots.insert(key) }
         }
-        let all = try state.metadata.snapshots()
+        // containerd's snapshots are collected by containerd (through Remove).
+        let all = try state.metadata.snapshots().filter { !$0.isContainerdOwned }
         // Parents of live snapshots stay too.
         let byKey = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
         for key in Array(liveSnapshots) {
@@ -59,15 +61,7 @@ public struct GarbageCollector: Sendable {
             try? FileManager.default.removeItem(atPath: "\(ingestRoot)/\(name)")
         }
         // Cached contents of layers no lazy snapshot reads any more.
-        let liveLayers = Set(try LazyLayers(state: state).liveLayers().map(\.encoded))
-        let cache = "\(state.path)/cache/sha256"
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
-        where !liveLayers.contains(String(name.prefix { $0 != "." })) {
-            let path = "\(cache)/\(name)"
-            var st = stat()
-            if lstat(path, &st) == 0 { report.bytes += Int64(st.st_blocks) * 512 }
-            try? FileManager.default.removeItem(atPath: path)
-        }
+        report.bytes += try LazyLayers(state: state).pruneCache()
         // Snapshot directories without a row (a crash between mkdir and insert).
         let known = Set(try state.metadata.snapshots().map { String($0.id) })
         for name in (try? FileManager.default.contentsOfDirectory(atPath: state.snapshots.root)) ?? []

@@ -110,17 +110,24 @@ public struct LazyLayers: Sendable {
     /// host notices and lets them go). Their TOC and cached chunks stay for the next mount.
     public func detachUnneeded() throws {
         let needed = Set(try needed().keys)
-        // Uncommitted lazy layers belong to a pull in progress.
-        for snapshot in try state.metadata.snapshots() where snapshot.kind == .committed && !needed.contains(snapshot.key) {
+        // Uncommitted lazy layers belong to a pull in progress; containerd's stay served
+        // while the control plane runs (containerd may stack a container on them any time).
+        for snapshot in try state.metadata.snapshots()
+        where snapshot.kind == .committed && !snapshot.isContainerdOwned && !needed.contains(snapshot.key) {
             if let spec = spec(of: snapshot) { umount2(spec.mountpoint, Int32(MNT_DETACH)) }
         }
     }
 
-    /// Fetches and verifies a layer's TOC and prepares its snapshot: `toc.json`, `lazy.json`,
-    /// and the FUSE mount (through `options.attach`). Returns the uncommitted snapshot's key.
-    func prepare(_ layer: Descriptor, chainID: Digest, reference: Reference, registry: RegistryClient,
-                 registryOptions: RegistryOptions, options: LazyLayerOptions) throws -> String {
-        let located = try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+    /// A layer's TOC, fetched and checked against its descriptor's annotations.
+    public typealias VerifiedTOC = (format: LazyLayerFormat, json: [UInt8], dataEnd: Int64)
+
+    /// Fetches and verifies a layer's TOC (unless `toc` is given, fetched ahead) and prepares
+    /// its snapshot: `toc.json`, `lazy.json`, and the FUSE mount (through `options.attach`).
+    /// Returns the uncommitted snapshot's key.
+    public func prepare(_ layer: Descriptor, chainID: Digest, reference: Reference, registry: RegistryClient,
+                        registryOptions: RegistryOptions, options: LazyLayerOptions,
+                        toc: VerifiedTOC? = nil) throws -> String {
+        let located = try toc ?? LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
         let key = "lazy-\(chainID.encoded.prefix(16))-\(UUID().uuidString)"
         let snapshot = try state.snapshots.prepare(key: key, parent: nil)
         do {
@@ -147,5 +154,22 @@ public struct LazyLayers: Sendable {
     /// and `.map`) must stay.
     public func liveLayers() throws -> Set<Digest> {
         Set(try all().values.map(\.descriptor.digest))
+    }
+
+    /// Deletes the cached contents of layers no lazy snapshot reads any more; returns the
+    /// bytes freed. The caller holds the root's GC lock exclusively (no pull adds a layer).
+    @discardableResult
+    public func pruneCache() throws -> Int64 {
+        let live = Set(try liveLayers().map(\.encoded))
+        let cache = "\(state.path)/cache/sha256"
+        var freed: Int64 = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
+        where !live.contains(String(name.prefix { $0 != "." })) {
+            let path = "\(cache)/\(name)"
+            var st = stat()
+            if lstat(path, &st) == 0 { freed += Int64(st.st_blocks) * 512 }
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        return freed
     }
 }

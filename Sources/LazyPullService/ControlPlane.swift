@@ -11,7 +11,7 @@ import Synchronization
 public final class ControlPlane: Sendable {
     let state: StateRoot
     let paths: ServicePaths
-    let host: LayerHostClient
+    public let host: LayerHostClient
     /// Started on demand by the CLI: end (with the layer host) once nothing is mounted.
     let exitWhenIdle: Bool
     /// Mounts and unmounts run one at a time.
@@ -26,11 +26,13 @@ public final class ControlPlane: Sendable {
     }
 
     /// Serves the control socket until the process ends. One control plane serves a root at
-    /// a time: another waits until this one ends.
-    public func run() throws -> Never {
+    /// a time: another waits until this one ends. `beforeServing` runs once this process owns
+    /// the root and has restored its mounts, before the control socket answers.
+    public func run(beforeServing: () throws -> Void = {}) throws -> Never {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         let lock = try FileLock(path: paths.controlLock, mode: .exclusive)
         try restore()
+        try beforeServing()
         // The first lazy mount needs the layer host: start it while the mount resolves.
         host.startInBackground()
         let listener = try JSONLineListener(path: paths.controlSocket)

@@ -2,7 +2,7 @@ import Foundation
 
 /// One line on stderr (the service's log file or the journal), stamped with the wall-clock
 /// time to the millisecond so the control plane's and the layer host's logs interleave.
-func serviceLog(_ line: String) {
+public func serviceLog(_ line: String) {
     var now = timespec()
     clock_gettime(CLOCK_REALTIME, &now)
     var parts = tm()

@@ -26,8 +26,9 @@ public final class SnapshotStore: Sendable {
     }
 
     /// Creates a snapshot and its directories.
-    public func prepare(key: String, parent: String?, kind: SnapshotKind = .active) throws -> SnapshotRecord {
-        let record = try metadata.createSnapshot(key: key, parent: parent, kind: kind)
+    public func prepare(key: String, parent: String?, kind: SnapshotKind = .active,
+                        labels: [String: String] = [:]) throws -> SnapshotRecord {
+        let record = try metadata.createSnapshot(key: key, parent: parent, kind: kind, labels: labels)
         do {
             let dir = directory(of: record)
             try? FileManager.default.removeItem(atPath: dir)
@@ -44,8 +45,8 @@ public final class SnapshotStore: Sendable {
         return record
     }
 
-    public func commit(key: String, as name: String, parent: String?) throws {
-        try metadata.commitSnapshot(key: key, as: name, parent: .some(parent))
+    public func commit(key: String, as name: String, parent: String?, labels: [String: String]? = nil) throws {
+        try metadata.commitSnapshot(key: key, as: name, parent: .some(parent), labels: labels)
         if let record = try metadata.snapshot(name) {
             try? FileManager.default.removeItem(atPath: "\(directory(of: record))/work")
         }

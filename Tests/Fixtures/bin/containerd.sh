@@ -13,7 +13,8 @@
 # CONTAINERD_START_TIMEOUT seconds (default 20) until
 # `ctr --address WORKDIR/containerd.sock version` succeeds and prints the
 # socket path.  On failure it kills what it started, prints the log tail and
-# exits 1.
+# exits 1.  With CONTAINERD_PROXY_SNAPSHOTTER=NAME=SOCKET, the config also
+# declares that proxy snapshotter ([proxy_plugins.NAME], type "snapshot").
 #
 # stop unmounts everything still mounted at or below WORKDIR (deepest
 # first, from /proc/mounts), stops any containerd-shim serving this
@@ -167,6 +168,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.internal.v1.opt"]
     path = $(toml_quote "$dir/opt")
 EOF
+    if [ -n "${CONTAINERD_PROXY_SNAPSHOTTER:-}" ]; then
+        local name=${CONTAINERD_PROXY_SNAPSHOTTER%%=*} address=${CONTAINERD_PROXY_SNAPSHOTTER#*=}
+        cat >> "$dir/config.toml" <<EOF
+
+[proxy_plugins]
+  [proxy_plugins.$name]
+    type = "snapshot"
+    address = $(toml_quote "$address")
+EOF
+    fi
 
     : > "$dir/containerd.log"
     setsid containerd --config "$dir/config.toml" </dev/null >>"$dir/containerd.log" 2>&1 &

@@ -243,9 +243,18 @@ final class TestContainerd {
     let dir: String
     var socket: String { dir + "/containerd.sock" }
 
-    init(in parent: String) throws {
-        dir = parent + "/containerd"
-        try run(["containerd.sh", "start", dir])
+    /// `proxySnapshotter`: (name, socket) of a proxy snapshotter to declare in its config.
+    init(in parent: String, name: String = "containerd", proxySnapshotter: (String, String)? = nil) throws {
+        dir = parent + "/" + name
+        try run(["containerd.sh", "start", dir],
+                environment: proxySnapshotter.map { ["CONTAINERD_PROXY_SNAPSHOTTER": "\($0.0)=\($0.1)"] } ?? [:])
+    }
+
+    /// Runs `ctr` (or `ctr-remote`) against this instance.
+    @discardableResult
+    func ctr(_ arguments: [String], tool: String = "ctr", check: Bool = true) throws -> CommandResult {
+        // Bounded: a read through a broken mount must fail, not hang the suite.
+        try run(["timeout", "120", tool, "--address", socket] + arguments, check: check)
     }
 
     /// The tree of `reference` as containerd unpacks and mounts it, as `treedump.py` lines.

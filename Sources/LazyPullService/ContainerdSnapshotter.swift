@@ -1,0 +1,432 @@
+import Foundation
+import LazyPullContent
+import LazyPullImages
+import LazyPullLayers
+import LazyPullOCI
+import LazyPullRegistry
+import LazyPullSnapshots
+import Synchronization
+
+/// One entry of the mount list a snapshotter returns (containerd `types.Mount`).
+public struct SnapshotMount: Sendable, Equatable {
+    public var type: String
+    public var source: String
+    public var options: [String]
+}
+
+/// A snapshot as containerd sees it (`snapshots.Info`).
+public struct SnapshotInfo: Sendable, Equatable {
+    public var name: String
+    public var parent: String?
+    public var kind: SnapshotKind
+    public var created: Date
+    public var updated: Date
+    public var labels: [String: String]
+
+    /// What an Update carries: the name, and the labels to set.
+    public init(name: String, labels: [String: String]) {
+        self.name = name
+        parent = nil
+        kind = .committed
+        created = Date()
+        updated = created
+        self.labels = labels
+    }
+
+    init(_ record: SnapshotRecord) {
+        name = record.key
+        parent = record.parent
+        kind = record.kind
+        created = record.created
+        updated = record.updated
+        labels = record.labels
+    }
+
+    var filterFields: SnapshotFilter.Fields {
+        SnapshotFilter.Fields(name: name, parent: parent ?? "", kind: kind.rawValue, labels: labels)
+    }
+}
+
+/// What a Prepare asks for when its labels name a layer in a registry (the remote snapshot
+/// handshake of containerd's `docs/remote-snapshotter.md`): CRI's labels or stargz's.
+public struct RemoteLayerRequest: Sendable, Equatable {
+    /// `containerd.io/snapshot.ref`: the chain ID to commit the layer under.
+    public var target: String
+    public var reference: String
+    public var layer: Digest
+    /// Every layer of the image (bottom first), to resolve ahead.
+    public var imageLayers: [Digest]
+
+    public static let targetLabel = "containerd.io/snapshot.ref"
+    static let sources: [(reference: String, digest: String, layers: String)] = [
+        ("containerd.io/snapshot/cri.image-ref", "containerd.io/snapshot/cri.layer-digest", "containerd.io/snapshot/cri.image-layers"),
+        ("containerd.io/snapshot/remote/stargz.reference", "containerd.io/snapshot/remote/stargz.digest",
+         "containerd.io/snapshot/remote/stargz.layers"),
+    ]
+
+    public init?(labels: [String: String]) {
+        guard let target = labels[Self.targetLabel], !target.isEmpty else { return nil }
+        for source in Self.sources {
+            guard let reference = labels[source.reference], let digestText = labels[source.digest],
+                  let digest = try? Digest(parsing: digestText) else { continue }
+            self.target = target
+            self.reference = reference
+            self.layer = digest
+            self.imageLayers = (labels[source.layers] ?? "").split(separator: ",")
+                .compactMap { try? Digest(parsing: String($0)) }
+            return
+        }
+        return nil
+    }
+}
+
+/// How remote snapshots are served (from `config.toml`).
+public struct RemoteSnapshotSettings: Sendable {
+    public var fetchTimeoutSeconds = 30
+    public var backgroundFetch = true
+    /// Use plain HTTP for every registry (loopback registries always use it).
+    public var plainHTTP = false
+
+    public init() {}
+}
+
+/// containerd's snapshotter semantics (`snapshots.Snapshotter`; the service of
+/// api/services/snapshots/v1) over lazypull's snapshot store, plus remote snapshots: a
+/// Prepare carrying a layer's registry coordinates mounts that layer lazily, commits it
+/// under the requested chain ID and answers "already exists". Everything else is an
+/// ordinary overlay snapshot that containerd fills itself.
+///
+/// Keys arrive as `<namespace>/<sequence>/<key>`; remote layers are committed as
+/// `remote/<chain ID>`, so none of them can be mistaken for the CLI's snapshots.
+public final class ContainerdSnapshotter: Sendable {
+    let state: StateRoot
+    let host: LayerHostClient
+    let settings: RemoteSnapshotSettings
+    private let images = Mutex<[String: ResolvedRemoteImage]>([:])
+    private let tocs = Mutex<[Digest: TOCFetch]>([:])
+
+    /// Set on a committed remote layer: the blob it reads.
+    public static let remoteLayerLabel = "containerd.io/snapshot/lazypull.remote-layer"
+
+    public init(state: StateRoot, host: LayerHostClient, settings: RemoteSnapshotSettings) {
+        self.state = state
+        self.host = host
+        self.settings = settings
+    }
+
+    // MARK: Snapshotter
+
+    public func prepare(key: String, parent: String?, labels: [String: String]) throws -> [SnapshotMount] {
+        if let remote = RemoteLayerRequest(labels: labels) {
+            let existing: SnapshotRecord?
+            do {
+                existing = try prepareRemote(remote, parent: parent, labels: labels)
+            } catch {
+                serviceLog("layer \(remote.layer) of \(remote.reference) cannot be mounted lazily (\(error)); containerd unpacks it")
+                existing = nil
+            }
+            if let existing {
+                throw LazyPullError(.alreadyExists, "target snapshot \(remote.target) already exists as \(existing.key)")
+            }
+        }
+        return try create(key: key, parent: parent, kind: .active, labels: labels)
+    }
+
+    public func view(key: String, parent: String?, labels: [String: String]) throws -> [SnapshotMount] {
+        try create(key: key, parent: parent, kind: .view, labels: labels)
+    }
+
+    public func mounts(key: String) throws -> [SnapshotMount] {
+        let record = try record(key)
+        try serveLazyLayers(under: record)
+        return try mounts(of: record)
+    }
+
+    public func commit(name: String, key: String, labels: [String: String]) throws {
+        let record = try record(key)
+        guard record.kind == .active else {
+            throw LazyPullError(.invalidArgument, "snapshot \(key) is not active")
+        }
+        try state.snapshots.commit(key: key, as: name, parent: record.parent, labels: labels)
+    }
+
+    public func remove(key: String) throws {
+        let record = try record(key)
+        let lazy = LazyLayers(state: state).spec(of: record) != nil
+        try state.snapshots.remove(key)
+        if lazy, let lock = try? FileLock.attempt(path: "\(state.path)/gc.lock", mode: .exclusive) {
+            withExtendedLifetime(lock) { _ = try? LazyLayers(state: state).pruneCache() }
+        }
+    }
+
+    public func stat(key: String) throws -> SnapshotInfo { SnapshotInfo(try record(key)) }
+
+    /// containerd's Update: only labels can change. `fieldPaths` empty replaces them all;
+    /// `labels` too; `labels.<key>` sets or deletes one.
+    public func update(_ info: SnapshotInfo, fieldPaths: [String]) throws -> SnapshotInfo {
+        let record = try record(info.name)
+        var labels = record.labels
+        if fieldPaths.isEmpty {
+            labels = info.labels
+        } else {
+            for path in fieldPaths {
+                if path == "labels" {
+                    labels = info.labels
+                } else if path.hasPrefix("labels.") {
+                    let key = String(path.dropFirst("labels.".count))
+                    labels[key] = info.labels[key]
+                } else {
+                    throw LazyPullError(.invalidArgument, "cannot update field \(path) of snapshot \(info.name)")
+                }
+            }
+        }
+        return SnapshotInfo(try state.metadata.setSnapshotLabels(info.name, labels))
+    }
+
+    /// containerd's snapshots (those of the CLI are not listed), filtered.
+    public func list(filters: [String]) throws -> [SnapshotInfo] {
+        let parsed = try filters.filter { !$0.isEmpty }.map(SnapshotFilter.init(parsing:))
+        return try state.metadata.snapshots().filter(\.isContainerdOwned).map(SnapshotInfo.init)
+            .filter { SnapshotFilter.matchesAny(parsed, $0.filterFields) }
+    }
+
+    /// Disk used by the snapshot's own tree: its upper directory, or its unpacked layer.
+    /// A lazy layer counts the bytes fetched into its cache.
+    public func usage(key: String) throws -> (size: Int64, inodes: Int64) {
+        let record = try record(key)
+        if let spec = LazyLayers(state: state).spec(of: record) {
+            var st = Glibc.stat()
+            let data = "\(spec.cacheDirectory)/sha256/\(spec.descriptor.digest.encoded).data"
+            return (lstat(data, &st) == 0 ? Int64(st.st_blocks) * 512 : 0, 0)
+        }
+        return DiskUsage.measure(state.snapshots.fsPath(of: record))
+    }
+
+    /// Removes what no snapshot owns any more: directories without a row, cached layer data.
+    public func cleanup() throws {
+        let lock = try state.gcLock(.exclusive)
+        defer { withExtendedLifetime(lock) {} }
+        let known = Set(try state.metadata.snapshots().map { String($0.id) })
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: state.snapshots.root)) ?? []
+        where name != "locks" && !known.contains(name) {
+            umount2("\(state.snapshots.root)/\(name)/fs", Int32(MNT_DETACH))
+            try SnapshotStore.removeTree("\(state.snapshots.root)/\(name)")
+        }
+        try LazyLayers(state: state).pruneCache()
+    }
+
+    /// Serves again every remote layer containerd has, from local state (at start, before
+    /// the socket is served: a container may be created on any of them at once).
+    public func restore() {
+        let layers = LazyLayers(state: state)
+        guard let snapshots = try? state.metadata.snapshots() else { return }
+        for snapshot in snapshots where snapshot.isContainerdOwned {
+            guard let spec = layers.spec(of: snapshot) else { continue }
+            do { try host.attach(spec) } catch { serviceLog("cannot serve remote layer \(snapshot.key): \(error)") }
+        }
+    }
+
+    // MARK: Snapshots and mounts
+
+    private func record(_ key: String) throws -> SnapshotRecord {
+        guard let record = try state.metadata.snapshot(key) else {
+            throw LazyPullError(.notFound, "snapshot \(key) not found")
+        }
+        return record
+    }
+
+    private func create(key: String, parent: String?, kind: SnapshotKind, labels: [String: String]) throws -> [SnapshotMount] {
+        let lock = try state.gcLock(.shared)
+        defer { withExtendedLifetime(lock) {} }
+        let record = try state.snapshots.prepare(key: key, parent: parent, kind: kind, labels: labels)
+        do {
+            try serveLazyLayers(under: record)
+            return try mounts(of: record)
+        } catch {
+            try? state.snapshots.remove(key)
+            throw error
+        }
+    }
+
+    /// Makes sure every lazy layer below `record` is served (the layer host may have been
+    /// restarted, or the layer detached while nothing stood on it).
+    private func serveLazyLayers(under record: SnapshotRecord) throws {
+        let layers = LazyLayers(state: state)
+        var next = record.parent
+        while let key = next, let parent = try state.metadata.snapshot(key) {
+            if let spec = layers.spec(of: parent) { try host.attach(spec) }
+            next = parent.parent
+        }
+    }
+
+    /// The mounts containerd performs itself (as its overlayfs snapshotter would hand out).
+    func mounts(of record: SnapshotRecord) throws -> [SnapshotMount] {
+        let lowers = try record.parent.map(state.snapshots.lowerDirectories(from:)) ?? []
+        let own = state.snapshots.fsPath(of: record)
+        switch record.kind {
+        case .active:
+            guard !lowers.isEmpty else { return [SnapshotMount(type: "bind", source: own, options: ["rbind", "rw"])] }
+            let dir = state.snapshots.directory(of: record)
+            return [SnapshotMount(type: "overlay", source: "overlay", options: [
+                "index=off", "workdir=\(dir)/work", "upperdir=\(own)", "lowerdir=\(lowers.joined(separator: ":"))",
+            ])]
+        case .view, .committed:
+            let all = record.kind == .committed ? [own] + lowers : lowers
+            switch all.count {
+            case 0: return [SnapshotMount(type: "bind", source: own, options: ["rbind", "ro"])]
+            case 1: return [SnapshotMount(type: "bind", source: all[0], options: ["rbind", "ro"])]
+            default: return [SnapshotMount(type: "overlay", source: "overlay", options: ["lowerdir=\(all.joined(separator: ":"))"])]
+            }
+        }
+    }
+
+    // MARK: Remote snapshots
+
+    /// Mounts the requested layer lazily and commits it; returns the committed snapshot, or
+    /// nil when the layer has no index to read it lazily by.
+    private func prepareRemote(_ request: RemoteLayerRequest, parent: String?,
+                               labels: [String: String]) throws -> SnapshotRecord? {
+        let lock = try state.snapshots.lock("remote-\(request.target)")
+        defer { withExtendedLifetime(lock) {} }
+        if let existing = try committedRemote(target: request.target, parent: parent) {
+            try host.attach(try LazyLayers(state: state).spec(of: existing).unwrap("remote layer \(existing.key)"))
+            return existing
+        }
+        let image = try resolve(request.reference)
+        guard let layer = image.manifest.layers.first(where: { $0.digest == request.layer }) else {
+            throw LazyPullError(.notFound, "\(request.reference) has no layer \(request.layer)")
+        }
+        guard LayerTOCReader.format(of: layer) != nil else { return nil }
+        fetchTOCsAhead(of: image, layers: request.imageLayers)
+        let toc = try tocFetch(for: layer, image: image).wait()
+        let gcLock = try state.gcLock(.shared)
+        defer { withExtendedLifetime(gcLock) {} }
+        var options = LazyLayerOptions(attach: { [host] in try host.attach($0) }, notice: { serviceLog($0) })
+        options.fetchTimeoutSeconds = settings.fetchTimeoutSeconds
+        options.backgroundFetch = settings.backgroundFetch
+        let chainID = (try? Digest(parsing: request.target)) ?? layer.digest
+        let key = try LazyLayers(state: state).prepare(layer, chainID: chainID, reference: image.reference,
+                                                       registry: image.registry, registryOptions: image.options,
+                                                       options: options, toc: toc)
+        var committedLabels = labels.filter { $0.key.hasPrefix("containerd.io/snapshot/") || $0.key == RemoteLayerRequest.targetLabel }
+        committedLabels[Self.remoteLayerLabel] = layer.digest.description
+        let name = try freeRemoteName(for: request.target)
+        do {
+            try state.snapshots.commit(key: key, as: name, parent: parent, labels: committedLabels)
+        } catch {
+            try? state.snapshots.remove(key)
+            throw error
+        }
+        tocs.withLock { $0[layer.digest] = nil }
+        serviceLog("remote layer \(layer.digest) of \(request.reference) served as \(name)")
+        return try record(name)
+    }
+
+    private func committedRemote(target: String, parent: String?) throws -> SnapshotRecord? {
+        try state.metadata.snapshots().first {
+            $0.kind == .committed && $0.isContainerdOwned && $0.labels[RemoteLayerRequest.targetLabel] == target
+                && $0.labels[Self.remoteLayerLabel] != nil && $0.parent == parent
+        }
+    }
+
+    private func freeRemoteName(for target: String) throws -> String {
+        let name = "remote/\(target)"
+        return try state.metadata.snapshot(name) == nil ? name : "\(name)/\(UUID().uuidString)"
+    }
+
+    /// The image's manifest, resolved once per reference while this process runs.
+    private func resolve(_ text: String) throws -> ResolvedRemoteImage {
+        if let cached = images.withLock({ $0[text] }) { return cached }
+        let reference = try Reference(parsing: text)
+        var options = RegistryOptions()
+        options.plainHTTP = settings.plainHTTP
+        let registry = RegistryClient(reference: reference, options: options)
+        let manifest = try registry.resolve(platform: .host).manifestValue
+        let image = ResolvedRemoteImage(reference: reference, registry: registry, options: options, manifest: manifest)
+        images.withLock { $0[text] = image }
+        return image
+    }
+
+    /// Starts fetching the TOCs of the image's other lazily readable layers, in parallel:
+    /// containerd asks for them one by one, bottom first.
+    private func fetchTOCsAhead(of image: ResolvedRemoteImage, layers: [Digest]) {
+        let wanted = Set(layers)
+        for layer in image.manifest.layers where wanted.contains(layer.digest) && LayerTOCReader.format(of: layer) != nil {
+            _ = tocFetch(for: layer, image: image)
+        }
+    }
+
+    private func tocFetch(for layer: Descriptor, image: ResolvedRemoteImage) -> TOCFetch {
+        let (fetch, started) = tocs.withLock { tocs -> (TOCFetch, Bool) in
+            if let existing = tocs[layer.digest], !existing.failed { return (existing, false) }
+            let fetch = TOCFetch()
+            tocs[layer.digest] = fetch
+            return (fetch, true)
+        }
+        if started {
+            let registry = image.registry
+            DispatchQueue.global().async {
+                fetch.finish(Result {
+                    try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+                })
+            }
+        }
+        return fetch
+    }
+}
+
+/// A resolved image whose layers containerd asks for.
+struct ResolvedRemoteImage: Sendable {
+    var reference: Reference
+    var registry: RegistryClient
+    var options: RegistryOptions
+    var manifest: Manifest
+}
+
+/// One TOC being fetched; waiters block until it is there. A failed fetch is tried again by
+/// the next Prepare that needs it.
+final class TOCFetch: Sendable {
+    private let result = Mutex<Result<LazyLayers.VerifiedTOC, any Error>?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
+
+    var failed: Bool { result.withLock { if case .failure? = $0 { true } else { false } } }
+
+    func finish(_ outcome: Result<LazyLayers.VerifiedTOC, any Error>) {
+        result.withLock { $0 = outcome }
+        ready.signal()
+    }
+
+    func wait() throws -> LazyLayers.VerifiedTOC {
+        ready.wait()
+        ready.signal()
+        return try result.withLock { $0! }.get()
+    }
+}
+
+/// `du`-style usage of a directory tree: allocated bytes and inodes, hard links counted once.
+enum DiskUsage {
+    static func measure(_ root: String) -> (size: Int64, inodes: Int64) {
+        var size: Int64 = 0, inodes: Int64 = 0
+        var seen = Set<UInt64>()
+        var stack = [root]
+        while let path = stack.popLast() {
+            var st = stat()
+            guard lstat(path, &st) == 0, seen.insert(UInt64(st.st_ino)).inserted else { continue }
+            size += Int64(st.st_blocks) * 512
+            inodes += 1
+            if st.st_mode & S_IFMT == S_IFDIR {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+                    stack.append("\(path)/\(name)")
+                }
+            }
+        }
+        return (size, inodes)
+    }
+}
+
+extension Optional {
+    func unwrap(_ what: String) throws -> Wrapped {
+        guard let self else { throw LazyPullError(.notFound, "\(what) has no lazy layer spec") }
+        return self
+    }
+}
