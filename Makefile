@@ -41,8 +41,17 @@ bench: build
 	LAZYPULL_BIN=$(abspath $(BIN)) bench/run.sh
 	LAZYPULL_BIN=$(abspath $(BIN)) bench/lazy.sh
 
+# Binary, systemd units, containerd drop-in, and the example configuration (an existing
+# /etc/lazypull/config.toml is kept).
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazypull
+	install -D -m 0644 systemd/lazypull.service $(DESTDIR)$(UNITDIR)/lazypull.service
+	install -D -m 0644 systemd/containerd.service.d/lazypull.conf $(DESTDIR)/etc/systemd/system/containerd.service.d/lazypull.conf
+	install -D -m 0644 docs/config.toml $(DESTDIR)$(PREFIX)/share/doc/lazypull/config.toml
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/lazypull/README.md
+	[ -e $(DESTDIR)/etc/lazypull/config.toml ] || install -D -m 0644 docs/config.toml $(DESTDIR)/etc/lazypull/config.toml
+	-[ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl daemon-reload || true
 
 # Regenerates the checked-in gRPC code of containerd's snapshot API from its .proto files.
 # Builds the two protoc plugins from the package versions Package.swift resolves (minutes).

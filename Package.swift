@@ -60,6 +60,7 @@ let package = Package(
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),
         .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
+        .testTarget(name: "LazyPullCommandsTests", dependencies: ["LazyPullCommands", "LazyPullOCI"]),
         .testTarget(name: "LazyPullServiceTests", dependencies: ["LazyPullService", "LazyPullOCI"]),
         .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFUSE", "LazyPullFS", "CLazyPullShims"]),
     ],
