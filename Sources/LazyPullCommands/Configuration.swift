@@ -10,6 +10,7 @@ struct Configuration: Decodable, Equatable {
     var root: String?
     var snapshotter = Snapshotter()
     var fetch = Fetch()
+    var cache = Cache()
 
     static let defaultPath = "/etc/lazypull/config.toml"
 
@@ -32,9 +33,14 @@ struct Configuration: Decodable, Equatable {
         var background = true
         /// Plain HTTP for every registry (loopback registries always use it).
         var plainHTTP = false
+        /// Fetch the files before `.prefetch.landmark` when a layer is mounted, and wait up to
+        /// `prefetch_wait_seconds` for them before the mount is reported ready.
+        var prefetch = true
+        var prefetchWaitSeconds = 10
 
         enum CodingKeys: String, CodingKey {
-            case timeoutSeconds = "timeout_seconds", background, plainHTTP = "plain_http"
+            case timeoutSeconds = "timeout_seconds", background, plainHTTP = "plain_http", prefetch
+            case prefetchWaitSeconds = "prefetch_wait_seconds"
         }
         init() {}
         init(from decoder: any Decoder) throws {
@@ -42,10 +48,24 @@ struct Configuration: Decodable, Equatable {
             timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? timeoutSeconds
             background = try c.decodeIfPresent(Bool.self, forKey: .background) ?? background
             plainHTTP = try c.decodeIfPresent(Bool.self, forKey: .plainHTTP) ?? plainHTTP
+            prefetch = try c.decodeIfPresent(Bool.self, forKey: .prefetch) ?? prefetch
+            prefetchWaitSeconds = try c.decodeIfPresent(Int.self, forKey: .prefetchWaitSeconds) ?? prefetchWaitSeconds
         }
     }
 
-    enum CodingKeys: String, CodingKey { case root, snapshotter, fetch }
+    struct Cache: Decodable, Equatable {
+        /// Soft limit of the cached layer data in bytes (0: none).
+        var maxBytes: Int64 = 0
+
+        enum CodingKeys: String, CodingKey { case maxBytes = "max_bytes" }
+        init() {}
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            maxBytes = try c.decodeIfPresent(Int64.self, forKey: .maxBytes) ?? maxBytes
+        }
+    }
+
+    enum CodingKeys: String, CodingKey { case root, snapshotter, fetch, cache }
 
     init() {}
 
@@ -54,6 +74,7 @@ struct Configuration: Decodable, Equatable {
         root = try c.decodeIfPresent(String.self, forKey: .root)
         snapshotter = try c.decodeIfPresent(Snapshotter.self, forKey: .snapshotter) ?? snapshotter
         fetch = try c.decodeIfPresent(Fetch.self, forKey: .fetch) ?? fetch
+        cache = try c.decodeIfPresent(Cache.self, forKey: .cache) ?? cache
     }
 
     /// Reads `path`; a missing file is the default configuration, a malformed one an error
@@ -69,14 +90,20 @@ struct Configuration: Decodable, Equatable {
         guard config.fetch.timeoutSeconds > 0 else {
             throw LazyPullError(.invalidArgument, "\(path): fetch.timeout_seconds must be positive")
         }
+        guard config.fetch.prefetchWaitSeconds >= 0, config.cache.maxBytes >= 0 else {
+            throw LazyPullError(.invalidArgument, "\(path): fetch.prefetch_wait_seconds and cache.max_bytes cannot be negative")
+        }
         return config
     }
 
-    var remoteSettings: RemoteSnapshotSettings {
-        var settings = RemoteSnapshotSettings()
+    var fetchSettings: FetchSettings {
+        var settings = FetchSettings()
         settings.fetchTimeoutSeconds = fetch.timeoutSeconds
         settings.backgroundFetch = fetch.background
         settings.plainHTTP = fetch.plainHTTP
+        settings.prefetch = fetch.prefetch
+        settings.prefetchWaitSeconds = fetch.prefetchWaitSeconds
+        settings.cacheLimitBytes = cache.maxBytes
         return settings
     }
 }

@@ -115,9 +115,9 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let config = try global.configuration()
         let state = try StateRoot(path: global.root)
-        let plane = ControlPlane(state: state, exitWhenIdle: exitWhenIdle)
+        let plane = ControlPlane(state: state, exitWhenIdle: exitWhenIdle, settings: config.fetchSettings)
         guard !exitWhenIdle else { try plane.run() }
-        let snapshotter = ContainerdSnapshotter(state: state, host: plane.host, settings: config.remoteSettings)
+        let snapshotter = ContainerdSnapshotter(state: state, host: plane.host, settings: config.fetchSettings)
         let server = SnapshotterServer(socketPath: address ?? config.snapshotter.address, snapshotter: snapshotter)
         // containerd may create containers on any remote layer as soon as the socket answers.
         try plane.run {

@@ -211,6 +211,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 }
 
 struct BackgroundFetchStopped: Error {}
+struct CacheFull: Error {}
 
 /// A lazy layer's fetching so far: compressed bytes and Range requests, of `totalBytes`.
 public struct LayerProgress: Sendable, Codable {
@@ -223,6 +224,8 @@ public struct LayerProgress: Sendable, Codable {
 /// Where a layer's background fetch stands.
 public enum BackgroundState: String, Sendable, Codable {
     case off, prefetching, running, paused, done, failed
+    /// Stopped because the root's cache reached its size limit (`cache.max_bytes`).
+    case cacheFull = "cache-full"
 }
 
 extension LayerFileSystem {
@@ -242,12 +245,15 @@ extension LayerFileSystem {
         activity.withLock { $0.stopped = true }
     }
 
-    /// Fetches the chunks of the files the image author listed before `.prefetch.landmark`,
-    /// coalesced into as few requests as possible, then (when `background` is set) every other
-    /// chunk in blob order, pausing while on-demand reads wait. Blocks; run it on a thread.
-    public func fetchAll(background: Bool) {
+    /// Fetches the chunks of the files the image author listed before `.prefetch.landmark`
+    /// (unless `prefetch` is off), coalesced into as few requests as possible, then (when
+    /// `background` is set) every other chunk in blob order, pausing while on-demand reads wait
+    /// and stopping for good once `budget` says the cache is full. Blocks; run it on a thread.
+    public func fetchAll(background: Bool, prefetch: Bool = true, budget: @escaping @Sendable () -> Bool = { true }) {
         activity.withLock { $0.background = .prefetching }
-        let prefetched = Result { try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false) }
+        let prefetched = Result {
+            if prefetch { try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false) }
+        }
         activity.withLock { $0.prefetchFinished = true }
         do {
             try prefetched.get()
@@ -263,10 +269,13 @@ extension LayerFileSystem {
                 Thread.sleep(forTimeInterval: 0.05)
             }
             activity.withLock { $0.background = .running }
-            try fetchMissing(Array(allChunks[prefetchCount...]), yielding: true)
+            let rest = prefetch ? Array(allChunks[prefetchCount...]) : allChunks
+            try fetchMissing(rest, yielding: true, budget: budget)
             activity.withLock { $0.background = .done }
         } catch is BackgroundFetchStopped {
             activity.withLock { $0.background = .off }
+        } catch is CacheFull {
+            activity.withLock { $0.background = .cacheFull }
         } catch {
             FileHandle.standardError.write(Data("lazypull: background fetch stopped: \(error)\n".utf8))
             activity.withLock { $0.background = .failed }
@@ -284,7 +293,8 @@ extension LayerFileSystem {
     /// Fetches the chunks not cached yet, grouping runs that sit next to each other in the blob
     /// into one Range request of at most `groupLimit` compressed bytes. Background groups stay
     /// small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never waits long behind one.
-    func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20) throws {
+    func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20,
+                      budget: () -> Bool = { true }) throws {
         var group: [Chunk] = []
         func flush() throws {
             guard let first = group.first, let last = group.last else { return }
@@ -311,6 +321,7 @@ extension LayerFileSystem {
             if yielding && group.isEmpty {
                 waitWhileReadsWait()
                 if activity.withLock({ $0.stopped }) { throw BackgroundFetchStopped() }
+                guard budget() else { throw CacheFull() }
             }
             // Someone else fetching it ends the run: contiguity is what makes one request.
             guard cache.claim(chunk.index) else { try flush(); continue }

@@ -25,6 +25,13 @@ public struct LazyLayerSpec: Codable, Sendable, Equatable {
     public var fetchTimeoutSeconds: Int
     /// Fetch every chunk in the background after the prefetch.
     public var backgroundFetch: Bool
+    /// Fetch the files before `.prefetch.landmark` at once (nil: yes).
+    public var prefetch: Bool?
+    /// How long an attach waits for that prefetch (nil: 10 s).
+    public var prefetchWaitSeconds: Int?
+    /// The background fetch stops while the root's layer data cache holds more than this
+    /// (nil or 0: no limit).
+    public var cacheLimitBytes: Int64?
 
     public var format: LazyLayerFormat { LayerTOCReader.format(of: descriptor) ?? .estargz }
 }
@@ -49,6 +56,9 @@ public struct LazyLayerStatus: Codable, Sendable {
 public struct LazyLayerOptions: Sendable {
     public var fetchTimeoutSeconds = 30
     public var backgroundFetch = true
+    public var prefetch = true
+    public var prefetchWaitSeconds = 10
+    public var cacheLimitBytes: Int64 = 0
     /// Mounts the layer (the layer host's `attach`); returns once it can be read.
     public var attach: @Sendable (LazyLayerSpec) throws -> Void
     /// One line for the user, e.g. why a layer is pulled eagerly after all.
@@ -140,7 +150,9 @@ public struct LazyLayers: Sendable {
                                      insecure: registryOptions.http.insecureSkipVerify,
                                      cacheDirectory: "\(state.path)/cache",
                                      fetchTimeoutSeconds: options.fetchTimeoutSeconds,
-                                     backgroundFetch: options.backgroundFetch)
+                                     backgroundFetch: options.backgroundFetch, prefetch: options.prefetch,
+                                     prefetchWaitSeconds: options.prefetchWaitSeconds,
+                                     cacheLimitBytes: options.cacheLimitBytes)
             try write(spec, for: snapshot)
             try options.attach(spec)
             return key
@@ -154,6 +166,50 @@ public struct LazyLayers: Sendable {
     /// and `.map`) must stay.
     public func liveLayers() throws -> Set<Digest> {
         Set(try all().values.map(\.descriptor.digest))
+    }
+
+    /// Bytes on disk of every layer's cached contents under the root.
+    public static func cacheUsage(_ cacheDirectory: String) -> Int64 {
+        let dir = "\(cacheDirectory)/sha256"
+        var total: Int64 = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            var st = stat()
+            if lstat("\(dir)/\(name)", &st) == 0 { total += Int64(st.st_blocks) * 512 }
+        }
+        return total
+    }
+
+    /// Deletes the cached contents of lazy layers nothing stands on (no mount, no container),
+    /// least recently written first, until the cache fits in `limit` bytes. Those layers are
+    /// detached first; they are attached again, and refetched, when something needs them.
+    /// Returns the bytes freed.
+    @discardableResult
+    public func evictCache(toFit limit: Int64) throws -> Int64 {
+        let cache = "\(state.path)/cache"
+        var usage = Self.cacheUsage(cache)
+        guard limit > 0, usage > limit else { return 0 }
+        let inUse = Set(try needed().values.map(\.descriptor.digest.encoded))
+        var mountpoints: [String: [String]] = [:]
+        for spec in try all().values { mountpoints[spec.descriptor.digest.encoded, default: []].append(spec.mountpoint) }
+        let dir = "\(cache)/sha256"
+        var candidates: [(layer: String, modified: Int, bytes: Int64)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasSuffix(".data") {
+            let layer = String(name.dropLast(".data".count))
+            guard !inUse.contains(layer) else { continue }
+            var st = stat()
+            guard lstat("\(dir)/\(name)", &st) == 0 else { continue }
+            candidates.append((layer, st.st_mtim.tv_sec, Int64(st.st_blocks) * 512))
+        }
+        var freed: Int64 = 0
+        for candidate in candidates.sorted(by: { $0.modified < $1.modified }) where usage > limit {
+            for mountpoint in mountpoints[candidate.layer] ?? [] { umount2(mountpoint, Int32(MNT_DETACH)) }
+            // The map goes first: without it the data is never trusted again.
+            unlink("\(dir)/\(candidate.layer).map")
+            unlink("\(dir)/\(candidate.layer).data")
+            usage -= candidate.bytes
+            freed += candidate.bytes
+        }
+        return freed
     }
 
     /// Deletes the cached contents of layers no lazy snapshot reads any more; returns the

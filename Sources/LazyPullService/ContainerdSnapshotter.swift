@@ -80,14 +80,30 @@ public struct RemoteLayerRequest: Sendable, Equatable {
     }
 }
 
-/// How remote snapshots are served (from `config.toml`).
-public struct RemoteSnapshotSettings: Sendable {
+/// How lazy layers are fetched and cached (`config.toml`'s `[fetch]` and `[cache]`).
+public struct FetchSettings: Sendable {
     public var fetchTimeoutSeconds = 30
     public var backgroundFetch = true
+    /// Fetch the files before `.prefetch.landmark` at once, waiting up to this long.
+    public var prefetch = true
+    public var prefetchWaitSeconds = 10
     /// Use plain HTTP for every registry (loopback registries always use it).
     public var plainHTTP = false
+    /// Soft limit of the root's layer data cache (0: none): background fetches stop at it, and
+    /// the data of layers nothing serves is evicted to get under it.
+    public var cacheLimitBytes: Int64 = 0
 
     public init() {}
+
+    func apply(to options: inout LazyLayerOptions, timeoutAndBackground: Bool) {
+        if timeoutAndBackground {
+            options.fetchTimeoutSeconds = fetchTimeoutSeconds
+            options.backgroundFetch = backgroundFetch
+        }
+        options.prefetch = prefetch
+        options.prefetchWaitSeconds = prefetchWaitSeconds
+        options.cacheLimitBytes = cacheLimitBytes
+    }
 }
 
 /// containerd's snapshotter semantics (`snapshots.Snapshotter`; the service of
@@ -101,14 +117,14 @@ public struct RemoteSnapshotSettings: Sendable {
 public final class ContainerdSnapshotter: Sendable {
     let state: StateRoot
     let host: LayerHostClient
-    let settings: RemoteSnapshotSettings
+    let settings: FetchSettings
     private let images = Mutex<[String: ResolvedRemoteImage]>([:])
     private let tocs = Mutex<[Digest: TOCFetch]>([:])
 
     /// Set on a committed remote layer: the blob it reads.
     public static let remoteLayerLabel = "containerd.io/snapshot/lazypull.remote-layer"
 
-    public init(state: StateRoot, host: LayerHostClient, settings: RemoteSnapshotSettings) {
+    public init(state: StateRoot, host: LayerHostClient, settings: FetchSettings) {
         self.state = state
         self.host = host
         self.settings = settings
@@ -154,9 +170,21 @@ public final class ContainerdSnapshotter: Sendable {
         let record = try record(key)
         let lazy = LazyLayers(state: state).spec(of: record) != nil
         try state.snapshots.remove(key)
-        if lazy, let lock = try? FileLock.attempt(path: "\(state.path)/gc.lock", mode: .exclusive) {
-            withExtendedLifetime(lock) { _ = try? LazyLayers(state: state).pruneCache() }
+        // A removed layer frees its cached data; a removed container may leave layers nothing
+        // uses, whose data can go if the cache is over its limit. (Busy: Cleanup does it later.)
+        guard lazy || settings.cacheLimitBytes > 0,
+              let lock = try? FileLock.attempt(path: "\(state.path)/gc.lock", mode: .exclusive) else { return }
+        withExtendedLifetime(lock) {
+            if lazy { _ = try? LazyLayers(state: state).pruneCache() }
+            evictCache()
         }
+    }
+
+    /// Brings the layer data cache under its limit, from layers the layer host does not serve.
+    func evictCache() {
+        guard settings.cacheLimitBytes > 0,
+              let freed = try? LazyLayers(state: state).evictCache(toFit: settings.cacheLimitBytes), freed > 0 else { return }
+        serviceLog("cache over its limit: evicted \(freed) bytes of layers not in use")
     }
 
     public func stat(key: String) throws -> SnapshotInfo { SnapshotInfo(try record(key)) }
@@ -213,6 +241,7 @@ public final class ContainerdSnapshotter: Sendable {
             try SnapshotStore.removeTree("\(state.snapshots.root)/\(name)")
         }
         try LazyLayers(state: state).pruneCache()
+        evictCache()
     }
 
     /// Serves again every remote layer containerd has, from local state (at start, before
@@ -302,8 +331,7 @@ public final class ContainerdSnapshotter: Sendable {
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
         var options = LazyLayerOptions(attach: { [host] in try host.attach($0) }, notice: { serviceLog($0) })
-        options.fetchTimeoutSeconds = settings.fetchTimeoutSeconds
-        options.backgroundFetch = settings.backgroundFetch
+        settings.apply(to: &options, timeoutAndBackground: true)
         let chainID = (try? Digest(parsing: request.target)) ?? layer.digest
         let key = try LazyLayers(state: state).prepare(layer, chainID: chainID, reference: image.reference,
                                                        registry: image.registry, registryOptions: image.options,

@@ -18,8 +18,12 @@ public final class ControlPlane: Sendable {
     private let operations = Mutex<Void>(())
     private let listener = Mutex<JSONLineListener?>(nil)
 
-    public init(state: StateRoot, exitWhenIdle: Bool) {
+    /// Prefetch and cache settings of lazy layers (the CLI's flags set timeout and background fetch).
+    let settings: FetchSettings
+
+    public init(state: StateRoot, exitWhenIdle: Bool, settings: FetchSettings = FetchSettings()) {
         self.state = state
+        self.settings = settings
         self.paths = ServicePaths(root: state.path)
         self.host = LayerHostClient(paths: paths)
         self.exitWhenIdle = exitWhenIdle
@@ -67,6 +71,7 @@ public final class ControlPlane: Sendable {
                 guard let target = request.target else { throw LazyPullError(.invalidArgument, "umount without a directory") }
                 idle = try operations.withLock { _ in
                     try MountTable(state: state).unmount(target)
+                    evictCache()
                     return try stopListeningIfIdle()
                 }
                 reply = ControlReply(done: true)
@@ -117,6 +122,7 @@ public final class ControlPlane: Sendable {
                 try host.attach(spec)
                 attachedByPull.withLock { _ = $0.insert(spec.mountpoint) }
             }, notice: notice)
+            settings.apply(to: &lazy, timeoutAndBackground: false)
             lazy.fetchTimeoutSeconds = request.fetchTimeoutSeconds
             lazy.backgroundFetch = request.backgroundFetch
             record = try puller.pull(reference, options: options, lazy: lazy)
@@ -137,6 +143,14 @@ public final class ControlPlane: Sendable {
         try MountTable(state: state).mount(record, at: request.target, readOnly: request.readOnly)
         log("mounted \(record.name) at \(request.target): layers ready after \(layersReady - started), overlay after \(ContinuousClock.now - started)")
         return record.name
+    }
+
+    /// Brings the layer data cache under its limit, from layers the layer host does not serve
+    /// (after an unmount, those of the image it showed).
+    func evictCache() {
+        guard settings.cacheLimitBytes > 0,
+              let freed = try? LazyLayers(state: state).evictCache(toFit: settings.cacheLimitBytes), freed > 0 else { return }
+        log("cache over its limit: evicted \(freed) bytes of layers not in use")
     }
 
     /// Nothing mounted and no lazy layer in use.

@@ -144,7 +144,10 @@ public final class LayerHost: Sendable {
             }
             watcher.stackSize = 256 << 10
             watcher.start()
-            let fetcher = Thread { built.fetchAll(background: spec.backgroundFetch) }
+            let limit = spec.cacheLimitBytes ?? 0
+            let cacheDirectory = spec.cacheDirectory
+            let budget: @Sendable () -> Bool = { limit <= 0 || LazyLayers.cacheUsage(cacheDirectory) < limit }
+            let fetcher = Thread { built.fetchAll(background: spec.backgroundFetch, prefetch: spec.prefetch ?? true, budget: budget) }
             fetcher.stackSize = 1 << 20
             fetcher.start()
             return built
@@ -153,7 +156,7 @@ public final class LayerHost: Sendable {
     }
 
     private func waitForPrefetch(_ fileSystem: LayerFileSystem, spec: LazyLayerSpec, since started: ContinuousClock.Instant) {
-        let deadline = Date().addingTimeInterval(Self.prefetchWait)
+        let deadline = Date().addingTimeInterval(spec.prefetchWaitSeconds.map(TimeInterval.init) ?? Self.prefetchWait)
         while !fileSystem.prefetchFinished && Date() < deadline {
             Thread.sleep(forTimeInterval: 0.005)
         }
