@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lazypull", targets: ["lazypull"]),
+        .executable(name: "lazypull-fuse-host", targets: ["lazypull-fuse-host"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,6 +57,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         .executableTarget(name: "lazypull", dependencies: ["LazyPullCommands"]),
+        .executableTarget(name: "lazypull-fuse-host", dependencies: ["LazyPullService"]),
 
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),

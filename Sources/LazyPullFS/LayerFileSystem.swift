@@ -45,6 +45,12 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     private var allChunks: [Chunk] = []
     private var prefetchCount = 0
     let activity = Mutex(Activity())
+    /// On-demand reads, shared by the layers of one layer host: they share the link too.
+    let reads: ReadActivity
+    /// When this file system was made (the layer mounted).
+    let attached = Date()
+    /// The background fetch does not start earlier than this after the mount.
+    static let backgroundDelay: TimeInterval = 2
     /// Compressed bytes of file data in the blob (the TOC excluded).
     public let dataSize: Int64
     /// Whether any inode has an extended attribute. When none has, `getxattr` answers ENOSYS
@@ -56,8 +62,6 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     struct Activity {
         var fetchedBytes: Int64 = 0
         var fetchRequests = 0
-        var waitingReads = 0
-        var lastRead = Date.distantPast
         var background = BackgroundState.off
         var stopped = false
         var prefetchFinished = false
@@ -70,9 +74,12 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     static let hiddenNames: Set<String> = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 
     /// `cacheDirectory` holds the fetched contents of lazy layers, a data file and a map per
-    /// layer, named by `layer` (the blob digest).
+    /// layer, named by `layer` (the blob digest). `reads`: the on-demand reads of every layer
+    /// whose background fetch should yield to them (by default, this layer's alone).
     public init(located: LayerTOCReader.Located, layer: Digest, cacheDirectory: String,
+                reads: ReadActivity = ReadActivity(),
                 fetch: @escaping @Sendable (Int64, Int64) throws -> [UInt8]) throws {
+        self.reads = reads
         self.format = located.format
         self.fetch = fetch
         self.dataSize = located.dataEnd
@@ -149,8 +156,8 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         let needed = n.chunks[from..<to]
         if !cache.areVerified(needed) {
             // The background fetch yields while on-demand reads wait.
-            activity.withLock { $0.waitingReads += 1 }
-            defer { activity.withLock { $0.waitingReads -= 1; $0.lastRead = Date() } }
+            reads.begin()
+            defer { reads.end() }
             // A first read of a file fetches the rest of it in the same request: a program that
             // opens a file nearly always reads it to the end (one round trip instead of many).
             if let head = needed.first, !cache.isPresent(head.index) {
@@ -159,7 +166,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
             }
             for chunk in needed { try cache.ensure(chunk) { try fetchChunk(chunk) } }
         } else {
-            activity.withLock { $0.lastRead = Date() }
+            reads.touch()
         }
         // The file's bytes are contiguous in the cache.
         return (first.dataOffset - first.fileOffset + offset, Int(end - offset))
@@ -221,6 +228,26 @@ public struct LayerProgress: Sendable, Codable {
     public var background: BackgroundState
 }
 
+/// On-demand reads in progress and the time of the last one, across every layer that shares
+/// one link to the registry: a background fetch waits until none is waiting and there has been
+/// none for a moment, whichever layer they read.
+public final class ReadActivity: Sendable {
+    private struct State {
+        var waiting = 0
+        var last = Date.distantPast
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    func begin() { state.withLock { $0.waiting += 1 } }
+    func end() { state.withLock { $0.waiting -= 1; $0.last = Date() } }
+    func touch() { state.withLock { $0.last = Date() } }
+    var waiting: Bool { state.withLock { $0.waiting > 0 } }
+    var last: Date { state.withLock { $0.last } }
+    func busy(since: Date) -> Bool { state.withLock { $0.waiting > 0 || $0.last > since } }
+}
+
 /// Where a layer's background fetch stands.
 public enum BackgroundState: String, Sendable, Codable {
     case off, prefetching, running, paused, done, failed
@@ -258,13 +285,16 @@ extension LayerFileSystem {
         do {
             try prefetched.get()
             guard background else { activity.withLock { $0.background = .off }; return }
-            // Start once the mount has been quiet for a moment: a starting container reads
-            // in bursts, and the background fetch should fill the gaps, not compete.
+            // Start once reads have been quiet for a moment, and not in the first seconds after
+            // the mount: a container starts a moment after its layers are mounted (containerd
+            // still creates it) and then reads in bursts; the background fetch should fill the
+            // gaps, not compete for the link.
             activity.withLock { $0.background = .paused }
+            let earliest = attached.addingTimeInterval(Self.backgroundDelay)
             var quietSince = Date()
-            while Date().timeIntervalSince(quietSince) < 0.5 {
-                if activity.withLock({ $0.waitingReads > 0 || $0.lastRead > quietSince }) {
-                    quietSince = activity.withLock { max($0.lastRead, Date()) }
+            while Date().timeIntervalSince(quietSince) < 0.5 || Date() < earliest {
+                if reads.busy(since: quietSince) {
+                    quietSince = max(reads.last, Date())
                 }
                 Thread.sleep(forTimeInterval: 0.05)
             }
@@ -284,9 +314,9 @@ extension LayerFileSystem {
 
     /// Pauses the background fetch while on-demand reads wait.
     private func waitWhileReadsWait() {
-        guard activity.withLock({ $0.waitingReads > 0 }) else { return }
+        guard reads.waiting else { return }
         activity.withLock { $0.background = .paused }
-        while activity.withLock({ $0.waitingReads > 0 }) { Thread.sleep(forTimeInterval: 0.01) }
+        while reads.waiting { Thread.sleep(forTimeInterval: 0.01) }
         activity.withLock { $0.background = .running }
     }
 

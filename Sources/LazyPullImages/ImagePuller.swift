@@ -36,6 +36,12 @@ public final class ImagePuller: Sendable {
         let manifest = image.manifest
         let config = image.config
         let chainIDs = image.chainIDs
+        // The program a container runs by default is fetched as soon as its layer is served.
+        let lazy = lazy.map { options -> LazyLayerOptions in
+            var options = options
+            options.prefetchPaths = config.defaultProgramPaths
+            return options
+        }
         let layers = try manifest.layers.enumerated().map { i, descriptor in
             LayerJob(index: i, descriptor: descriptor, compression: try LayerCompression(mediaType: descriptor.mediaType),
                      diffID: config.rootfs.diffIDs[i], chainID: chainIDs[i])

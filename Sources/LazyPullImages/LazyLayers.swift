@@ -32,6 +32,9 @@ public struct LazyLayerSpec: Codable, Sendable, Equatable {
     /// The background fetch stops while the root's layer data cache holds more than this
     /// (nil or 0: no limit).
     public var cacheLimitBytes: Int64?
+    /// Files fetched as soon as the layer is served, in whichever layer of the image holds
+    /// them: the image's default program (its ELF dependencies follow).
+    public var prefetchPaths: [String]?
 
     public var format: LazyLayerFormat { LayerTOCReader.format(of: descriptor) ?? .estargz }
 }
@@ -59,6 +62,8 @@ public struct LazyLayerOptions: Sendable {
     public var prefetch = true
     public var prefetchWaitSeconds = 10
     public var cacheLimitBytes: Int64 = 0
+    /// See ``LazyLayerSpec/prefetchPaths``.
+    public var prefetchPaths: [String] = []
     /// Mounts the layer (the layer host's `attach`); returns once it can be read.
     public var attach: @Sendable (LazyLayerSpec) throws -> Void
     /// One line for the user, e.g. why a layer is pulled eagerly after all.
@@ -152,7 +157,8 @@ public struct LazyLayers: Sendable {
                                      fetchTimeoutSeconds: options.fetchTimeoutSeconds,
                                      backgroundFetch: options.backgroundFetch, prefetch: options.prefetch,
                                      prefetchWaitSeconds: options.prefetchWaitSeconds,
-                                     cacheLimitBytes: options.cacheLimitBytes)
+                                     cacheLimitBytes: options.cacheLimitBytes,
+                                     prefetchPaths: options.prefetchPaths.isEmpty ? nil : options.prefetchPaths)
             try write(spec, for: snapshot)
             try options.attach(spec)
             return key

@@ -142,13 +142,21 @@ public enum LayerTOCReader {
     /// of a few thousand files, for at most 10 ms of extra transfer at 100 Mbit/s.
     static let tailFetchSize: Int64 = 128 << 10
 
+    /// How much of the blob's end to ask for at first. A TOC grows with the number of files,
+    /// which grows with the layer: about 1/128 of the blob (0.7 % measured on a Debian python
+    /// layer) brings the whole TOC of most layers in one request, and a second request costs
+    /// a round trip more than fetching up to 1 MiB too much.
+    static func tailFetchSize(forBlobOf size: Int64) -> Int64 {
+        min(max(tailFetchSize, size / 128), 1 << 20)
+    }
+
     static func readEStargzTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> ([UInt8], Int64) {
         guard layer.size > footerSize else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest) is too small for eStargz")
         }
         // One request for the blob's tail usually brings the footer and the whole TOC; the
         // rest of a larger TOC takes a second one.
-        let tailStart = max(0, layer.size - tailFetchSize)
+        let tailStart = max(0, layer.size - tailFetchSize(forBlobOf: layer.size))
         let tail = try fetch(tailStart, layer.size - tailStart)
         guard tail.count == Int(layer.size - tailStart) else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest): short read of the blob's end")

@@ -37,10 +37,32 @@ public struct ImageConfig: Sendable, Codable, Equatable {
         }
     }
 
+    /// How a container of the image runs by default (config.md, `config`).
+    public struct Execution: Sendable, Codable, Equatable {
+        public var entrypoint: [String]?
+        public var cmd: [String]?
+        public var env: [String]?
+        enum CodingKeys: String, CodingKey {
+            case entrypoint = "Entrypoint", cmd = "Cmd", env = "Env"
+        }
+    }
+
     public var architecture: String?
     public var os: String?
     public var variant: String?
     public var rootfs: RootFS
+    public var config: Execution?
+
+    /// Where the program a container of this image runs by default may be: the first word
+    /// of `Entrypoint`, else of `Cmd`; a bare name is looked up in the image's `PATH` (or the
+    /// default one runtimes use). Empty when the image names no program.
+    public var defaultProgramPaths: [String] {
+        guard let program = (config?.entrypoint?.first ?? config?.cmd?.first), !program.isEmpty else { return [] }
+        if program.hasPrefix("/") { return [program] }
+        let path = config?.env?.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+            ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        return path.split(separator: ":").filter { $0.hasPrefix("/") }.map { "\($0)/\(program)" }
+    }
 }
 
 /// A manifest-like document as it came from a registry: its bytes decide its digest.

@@ -119,7 +119,9 @@ public final class ContainerdSnapshotter: Sendable {
     let host: LayerHostClient
     let settings: FetchSettings
     private let images = Mutex<[String: ResolvedRemoteImage]>([:])
-    private let tocs = Mutex<[Digest: TOCFetch]>([:])
+    private let tocs = Mutex<[Digest: Pending<LazyLayers.VerifiedTOC>]>([:])
+    /// Remote layers whose FUSE mount is being set up, by mountpoint.
+    private let attaches = Mutex<[String: Pending<Void>]>([:])
 
     /// Set on a committed remote layer: the blob it reads.
     public static let remoteLayerLabel = "containerd.io/snapshot/lazypull.remote-layer"
@@ -283,7 +285,15 @@ public final class ContainerdSnapshotter: Sendable {
         let layers = LazyLayers(state: state)
         var next = record.parent
         while let key = next, let parent = try state.metadata.snapshot(key) {
-            if let spec = layers.spec(of: parent) { try host.attach(spec) }
+            if let spec = layers.spec(of: parent) {
+                if let pending = attaches.withLock({ $0[spec.mountpoint] }), (try? pending.wait()) != nil {
+                    // Mounted by the remote Prepare that committed it.
+                } else {
+                    do { try host.attach(spec) } catch {
+                        throw LazyPullError(.io, "layer \(spec.descriptor.digest) of \(spec.reference) cannot be served: \(error)")
+                    }
+                }
+            }
             next = parent.parent
         }
     }
@@ -315,6 +325,7 @@ public final class ContainerdSnapshotter: Sendable {
     /// nil when the layer has no index to read it lazily by.
     private func prepareRemote(_ request: RemoteLayerRequest, parent: String?,
                                labels: [String: String]) throws -> SnapshotRecord? {
+        let started = ContinuousClock.now
         let lock = try state.snapshots.lock("remote-\(request.target)")
         defer { withExtendedLifetime(lock) {} }
         if let existing = try committedRemote(target: request.target, parent: parent) {
@@ -326,11 +337,23 @@ public final class ContainerdSnapshotter: Sendable {
             throw LazyPullError(.notFound, "\(request.reference) has no layer \(request.layer)")
         }
         guard LayerTOCReader.format(of: layer) != nil else { return nil }
+        let resolved = ContinuousClock.now
         fetchTOCsAhead(of: image, layers: request.imageLayers)
         let toc = try tocFetch(for: layer, image: image).wait()
+        let tocReady = ContinuousClock.now
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
-        var options = LazyLayerOptions(attach: { [host] in try host.attach($0) }, notice: { serviceLog($0) })
+        // The layer is mounted while containerd goes on (its next layer, creating the
+        // container); whatever needs the mount waits for it (`serveLazyLayers`). The TOC was
+        // verified already: a failure here is rare, and reported when the layer is used.
+        var options = LazyLayerOptions(attach: { [self] spec in
+            attachInBackground(spec) {
+                // The program a container runs by default is fetched as soon as it is served.
+                var spec = spec
+                spec.prefetchPaths = (try? image.config.wait())?.defaultProgramPaths
+                return spec
+            }
+        }, notice: { serviceLog($0) })
         settings.apply(to: &options, timeoutAndBackground: true)
         let chainID = (try? Digest(parsing: request.target)) ?? layer.digest
         let key = try LazyLayers(state: state).prepare(layer, chainID: chainID, reference: image.reference,
@@ -346,8 +369,19 @@ public final class ContainerdSnapshotter: Sendable {
             throw error
         }
         tocs.withLock { $0[layer.digest] = nil }
-        serviceLog("remote layer \(layer.digest) of \(request.reference) served as \(name)")
+        serviceLog("remote layer \(layer.digest) of \(request.reference) served as \(name) after \(ContinuousClock.now - started) (image resolved after \(resolved - started), TOC after \(tocReady - started))")
         return try record(name)
+    }
+
+    private func attachInBackground(_ spec: LazyLayerSpec, completing complete: @escaping @Sendable () -> LazyLayerSpec) {
+        let pending = Pending<Void>()
+        attaches.withLock { $0[spec.mountpoint] = pending }
+        DispatchQueue.global().async { [self] in
+            let outcome = Result { try host.attach(complete()) }
+            if case .failure(let error) = outcome { serviceLog("cannot serve remote layer \(spec.descriptor.digest): \(error)") }
+            pending.finish(outcome)
+            attaches.withLock { if $0[spec.mountpoint] === pending { $0[spec.mountpoint] = nil } }
+        }
     }
 
     private func committedRemote(target: String, parent: String?) throws -> SnapshotRecord? {
@@ -370,7 +404,14 @@ public final class ContainerdSnapshotter: Sendable {
         options.plainHTTP = settings.plainHTTP
         let registry = RegistryClient(reference: reference, options: options)
         let manifest = try registry.resolve(platform: .host).manifestValue
-        let image = ResolvedRemoteImage(reference: reference, registry: registry, options: options, manifest: manifest)
+        let config = Pending<ImageConfig>()
+        DispatchQueue.global().async {
+            config.finish(Result {
+                try JSONDecoder().decode(ImageConfig.self, from: Data(registry.fetchBlob(manifest.config, limit: 8 << 20)))
+            })
+        }
+        let image = ResolvedRemoteImage(reference: reference, registry: registry, options: options, manifest: manifest,
+                                        config: config)
         images.withLock { $0[text] = image }
         return image
     }
@@ -384,10 +425,10 @@ public final class ContainerdSnapshotter: Sendable {
         }
     }
 
-    private func tocFetch(for layer: Descriptor, image: ResolvedRemoteImage) -> TOCFetch {
-        let (fetch, started) = tocs.withLock { tocs -> (TOCFetch, Bool) in
+    private func tocFetch(for layer: Descriptor, image: ResolvedRemoteImage) -> Pending<LazyLayers.VerifiedTOC> {
+        let (fetch, started) = tocs.withLock { tocs -> (Pending<LazyLayers.VerifiedTOC>, Bool) in
             if let existing = tocs[layer.digest], !existing.failed { return (existing, false) }
-            let fetch = TOCFetch()
+            let fetch = Pending<LazyLayers.VerifiedTOC>()
             tocs[layer.digest] = fetch
             return (fetch, true)
         }
@@ -409,22 +450,24 @@ struct ResolvedRemoteImage: Sendable {
     var registry: RegistryClient
     var options: RegistryOptions
     var manifest: Manifest
+    /// The image configuration, fetched while the first layer's TOC is.
+    var config: Pending<ImageConfig>
 }
 
-/// One TOC being fetched; waiters block until it is there. A failed fetch is tried again by
-/// the next Prepare that needs it.
-final class TOCFetch: Sendable {
-    private let result = Mutex<Result<LazyLayers.VerifiedTOC, any Error>?>(nil)
+/// Work started on another thread; waiters block until its outcome is there. A failure is
+/// tried again by the next caller that needs it.
+final class Pending<Value: Sendable>: Sendable {
+    private let result = Mutex<Result<Value, any Error>?>(nil)
     private let ready = DispatchSemaphore(value: 0)
 
     var failed: Bool { result.withLock { if case .failure? = $0 { true } else { false } } }
 
-    func finish(_ outcome: Result<LazyLayers.VerifiedTOC, any Error>) {
+    func finish(_ outcome: Result<Value, any Error>) {
         result.withLock { $0 = outcome }
         ready.signal()
     }
 
-    func wait() throws -> LazyLayers.VerifiedTOC {
+    func wait() throws -> Value {
         ready.wait()
         ready.signal()
         return try result.withLock { $0! }.get()

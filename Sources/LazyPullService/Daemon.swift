@@ -11,7 +11,14 @@ enum Daemon {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    static func spawn(_ arguments: [String], log: String) throws -> pid_t {
+    /// The layer host's own program, installed next to `lazypull`; `lazypull` itself (its
+    /// hidden `fuse-host` command) where it is missing.
+    static var layerHostExecutable: String {
+        let sibling = (executable as NSString).deletingLastPathComponent + "/lazypull-fuse-host"
+        return access(sibling, X_OK) == 0 ? sibling : executable
+    }
+
+    static func spawn(_ arguments: [String], executable: String = Daemon.executable, log: String) throws -> pid_t {
         try FileManager.default.createDirectory(atPath: (log as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -31,10 +38,10 @@ enum Daemon {
 
     /// Connects to `socket`, starting the process that serves it when nobody does, and waits
     /// (bounded) until it answers.
-    static func connect(to socket: String, starting arguments: [String], log: String,
-                        what: String) throws -> JSONLineConnection {
+    static func connect(to socket: String, starting arguments: [String], executable: String = Daemon.executable,
+                        log: String, what: String) throws -> JSONLineConnection {
         if let connection = try JSONLineConnection.connect(to: socket) { return connection }
-        let pid = try spawn(arguments, log: log)
+        let pid = try spawn(arguments, executable: executable, log: log)
         var deadline = Date().addingTimeInterval(30)
         var exited = false
         while Date() < deadline {
@@ -64,7 +71,7 @@ public final class LayerHostClient: Sendable {
         let connection: JSONLineConnection?
         if start {
             connection = try Daemon.connect(to: paths.hostSocket, starting: ["fuse-host", "--root", paths.root],
-                                            log: paths.hostLog, what: "layer host")
+                                            executable: Daemon.layerHostExecutable, log: paths.hostLog, what: "layer host")
         } else {
             connection = try JSONLineConnection.connect(to: paths.hostSocket)
         }

@@ -25,6 +25,10 @@ public final class LayerHost: Sendable {
     /// One registry client per reference and transport settings, so tokens and connections
     /// are shared by that image's layers.
     private let clients = Mutex<[String: RegistryClient]>([:])
+    /// On-demand reads of every served layer: background fetches (of any layer) yield to them,
+    /// since all share the link to the registry (a container reads from one layer while
+    /// another's background fetch would fill the link).
+    private let reads = ReadActivity()
     /// Attaches mount one at a time (two attaches of one layer must not both mount it).
     private let attaching = Mutex<Void>(())
     /// How long an attach waits for the layer's prefetch before answering.
@@ -41,6 +45,12 @@ public final class LayerHost: Sendable {
     public static func run(paths: ServicePaths) throws -> Never {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         guard let lock = try FileLock.attempt(path: paths.hostLock, mode: .exclusive) else { exit(0) }
+        // Every served layer holds descriptors (FUSE session, data file, connections).
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            limit.rlim_cur = min(limit.rlim_max, 1 << 20)
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
         // Whole-file fetches are large, short-lived buffers: give their memory back after a
         // burst, and keep the arenas of many threads few.
         // (The threshold stays above libfuse's 1 MiB request buffers: mapping and faulting
@@ -111,7 +121,7 @@ public final class LayerHost: Sendable {
             json: json, dataEnd: spec.dataEnd)
         let client = try registryClient(for: spec)
         let digest = spec.descriptor.digest
-        let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory) {
+        let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory, reads: reads) {
             try client.fetchRange(digest, offset: $0, length: $1)
         }
         // What a program fetched from this layer will load next may sit in any layer of the
@@ -148,6 +158,7 @@ public final class LayerHost: Sendable {
             let cacheDirectory = spec.cacheDirectory
             let budget: @Sendable () -> Bool = { limit <= 0 || LazyLayers.cacheUsage(cacheDirectory) < limit }
             let fetcher = Thread { built.fetchAll(background: spec.backgroundFetch, prefetch: spec.prefetch ?? true, budget: budget) }
+            if let paths = spec.prefetchPaths, !paths.isEmpty { built.prefetchFiles(paths) }
             fetcher.stackSize = 1 << 20
             fetcher.start()
             return built

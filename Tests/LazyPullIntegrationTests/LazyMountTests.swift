@@ -96,6 +96,21 @@ struct LazyMountTests {
         let mnt = tmp.path + "/mnt"
         try lazypull(["mount", "--no-background-fetch", "127.0.0.1:\(port)/python:esgz", mnt], root: root)
         defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        func requests() throws -> Int {
+            try statusLayers(root: root, dir: mnt).compactMap { $0["fetchRequests"] as? Int }.reduce(0, +)
+        }
+        // Entrypoint prefetch: the image's Cmd, /usr/bin/python3, is fetched (with its
+        // libraries) once the layers are served, before anything reads it.
+        var settled = try requests()
+        for _ in 0..<600 {
+            Thread.sleep(forTimeInterval: 0.1)
+            let now = try requests()
+            if now == settled && now > 0 { break }
+            settled = now
+        }
+        #expect(settled > 0, "nothing was prefetched")
+        _ = try run(["cat", mnt + "/usr/bin/python3"])
+        #expect(try requests() == settled, "reading the default program still needed the registry")
         #expect(try run(["chroot", mnt, "/usr/bin/python3", "-c", "print(\"hello\")"]).stdout == "hello\n")
         let fetched = logLines(log).compactMap { $0["bytes_sent"] as? Int }.reduce(0, +)
         #expect(fetched > 0)
@@ -105,9 +120,6 @@ struct LazyMountTests {
         // Dependency prefetch: reading the first bytes of an extension module (one request)
         // makes the layer host fetch the libraries it needs, libssl and libcrypto, before
         // anything opens them; opening libssl afterwards asks the registry for nothing.
-        func requests() throws -> Int {
-            try statusLayers(root: root, dir: mnt).compactMap { $0["fetchRequests"] as? Int }.reduce(0, +)
-        }
         let before = try requests()
         _ = try run(["head", "-c", "4", mnt + "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so"])
         var after = try requests()

@@ -113,7 +113,8 @@ func processes(root: String, command: String) -> [pid_t] {
     return entries.compactMap { name -> pid_t? in
         guard let pid = pid_t(name), let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return nil }
         let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard arguments.count > 3, arguments[1] == command, arguments[0].hasSuffix("lazypull") else { return nil }
+        guard arguments.count > 3, arguments[1] == command,
+              arguments[0].hasSuffix("/lazypull") || arguments[0].hasSuffix("/lazypull-fuse-host") else { return nil }
         return zip(arguments, arguments.dropFirst()).contains { $0 == "--root" && $1 == root } ? pid : nil
     }.sorted()
 }
