@@ -59,12 +59,16 @@ public struct MountRecord: Sendable, Codable, Equatable {
     public var image: String
     public var snapshotKey: String?
     public var readOnly: Bool
+    /// Where the layer host serves the merged tree of the image's lazy layers, the overlay's
+    /// one lower (nil: the layers are stacked one by one).
+    public var mergedLower: String?
 
-    public init(target: String, image: String, snapshotKey: String?, readOnly: Bool) {
+    public init(target: String, image: String, snapshotKey: String?, readOnly: Bool, mergedLower: String? = nil) {
         self.target = target
         self.image = image
         self.snapshotKey = snapshotKey
         self.readOnly = readOnly
+        self.mergedLower = mergedLower
     }
 }
 

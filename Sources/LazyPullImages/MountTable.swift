@@ -23,7 +23,8 @@ public struct MountTable: Sendable {
         return String(cString: resolved)
     }
 
-    public func mount(_ image: ImageRecord, at target: String, readOnly: Bool) throws {
+    /// `mergedLower`: a merged view of all the image's layers, used as the overlay's lower.
+    public func mount(_ image: ImageRecord, at target: String, readOnly: Bool, mergedLower: String? = nil) throws {
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
         guard let top = image.chainIDs.last?.description else {
@@ -32,12 +33,13 @@ public struct MountTable: Sendable {
         let key = "mount-\(UUID().uuidString)"
         _ = try state.snapshots.prepare(key: key, parent: top, kind: readOnly ? .view : .active)
         do {
-            try state.snapshots.mount(key, at: target)
+            try state.snapshots.mount(key, at: target, lowers: mergedLower.map { [$0] })
         } catch {
             try? state.snapshots.remove(key)
             throw error
         }
-        try state.metadata.putMount(MountRecord(target: target, image: image.name, snapshotKey: key, readOnly: readOnly))
+        try state.metadata.putMount(MountRecord(target: target, image: image.name, snapshotKey: key, readOnly: readOnly,
+                                                mergedLower: mergedLower))
     }
 
     public func unmount(_ target: String) throws {
@@ -53,6 +55,11 @@ public struct MountTable: Sendable {
             try state.snapshots.remove(key)
         }
         try state.metadata.deleteMount(at: target)
+        // The image's merged lower goes with its last mount.
+        if let merged = record.mergedLower, try !state.metadata.mounts().contains(where: { $0.mergedLower == merged }) {
+            umount2(merged, Int32(MNT_DETACH))
+            rmdir(merged)
+        }
         // Lazy layers only this mount stood on are not served any more.
         try LazyLayers(state: state).detachUnneeded()
     }

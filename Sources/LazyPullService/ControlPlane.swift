@@ -53,6 +53,11 @@ public final class ControlPlane: Sendable {
         for (key, spec) in try LazyLayers(state: state).needed() {
             do { try host.attach(spec) } catch { log("cannot serve lazy layer \(key): \(error)") }
         }
+        for mount in try state.metadata.mounts() {
+            guard let merged = mount.mergedLower, let image = try state.metadata.image(named: mount.image),
+                  let specs = try lazySpecs(of: image) else { continue }
+            do { try host.attachMerged(specs, at: merged) } catch { log("cannot serve the merged layers of \(mount.target): \(error)") }
+        }
     }
 
     func handle(_ connection: JSONLineConnection) {
@@ -139,8 +144,18 @@ public final class ControlPlane: Sendable {
             spec.backgroundFetch = request.backgroundFetch
             try host.attach(spec)
         }
+        // An image whose layers are all lazy gets one merged lower instead of a stack of them.
+        let merged = try mergedLower(for: record)
         let layersReady = ContinuousClock.now
-        try MountTable(state: state).mount(record, at: request.target, readOnly: request.readOnly)
+        do {
+            try MountTable(state: state).mount(record, at: request.target, readOnly: request.readOnly, mergedLower: merged)
+        } catch {
+            if let merged, try !state.metadata.mounts().contains(where: { $0.mergedLower == merged }) {
+                umount2(merged, Int32(MNT_DETACH))
+                rmdir(merged)
+            }
+            throw error
+        }
         log("mounted \(record.name) at \(request.target): layers ready after \(layersReady - started), overlay after \(ContinuousClock.now - started)")
         return record.name
     }
@@ -151,6 +166,34 @@ public final class ControlPlane: Sendable {
         guard settings.cacheLimitBytes > 0,
               let freed = try? LazyLayers(state: state).evictCache(toFit: settings.cacheLimitBytes), freed > 0 else { return }
         log("cache over its limit: evicted \(freed) bytes of layers not in use")
+    }
+
+    /// The specs of the image's layers, bottom first, when every one is lazy and there are
+    /// several; nil otherwise.
+    func lazySpecs(of record: ImageRecord) throws -> [LazyLayerSpec]? {
+        guard record.chainIDs.count > 1 else { return nil }
+        let layers = LazyLayers(state: state)
+        var specs: [LazyLayerSpec] = []
+        for chainID in record.chainIDs {
+            guard let snapshot = try state.metadata.snapshot(chainID.description), let spec = layers.spec(of: snapshot) else { return nil }
+            specs.append(spec)
+        }
+        return specs
+    }
+
+    /// Serves the merged tree of `record`'s lazy layers under the root (one per image, shared
+    /// by its mounts) and returns where; nil when the image has layers that are not lazy.
+    func mergedLower(for record: ImageRecord) throws -> String? {
+        guard let specs = try lazySpecs(of: record), let top = record.chainIDs.last else { return nil }
+        let mountpoint = "\(state.path)/merged/\(top.encoded)"
+        do {
+            try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+            try host.attachMerged(specs, at: mountpoint)
+        } catch {
+            rmdir(mountpoint)
+            throw error
+        }
+        return mountpoint
     }
 
     /// Nothing mounted and no lazy layer in use.

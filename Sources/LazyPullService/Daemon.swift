@@ -91,6 +91,11 @@ public final class LayerHostClient: Sendable {
         _ = try call(LayerHostRequest(.attach, layer: spec))
     }
 
+    /// Serves the merged tree of an image's lazy layers (bottom first) at `mountpoint`.
+    public func attachMerged(_ specs: [LazyLayerSpec], at mountpoint: String) throws {
+        _ = try call(LayerHostRequest(.attachMerged, layers: specs, mountpoint: mountpoint))
+    }
+
     /// The served layers; empty when no host runs.
     public func status() throws -> [LazyLayerStatus] {
         try call(LayerHostRequest(.status), start: false)?.layers ?? []

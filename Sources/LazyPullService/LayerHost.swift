@@ -22,6 +22,8 @@ public final class LayerHost: Sendable {
     }
 
     private let served = Mutex<[String: Served]>([:])
+    /// Merged views of several served layers (CLI mounts), by mountpoint.
+    private let merged = Mutex<[String: FUSEServer]>([:])
     /// One registry client per reference and transport settings, so tokens and connections
     /// are shared by that image's layers.
     private let clients = Mutex<[String: RegistryClient]>([:])
@@ -93,6 +95,17 @@ public final class LayerHost: Sendable {
                 } catch {
                     try? connection.send(LayerHostReply(error: WireError(error)))
                 }
+            case .attachMerged:
+                guard let layers = request.layers, !layers.isEmpty, let mountpoint = request.mountpoint else {
+                    try? connection.send(LayerHostReply(error: WireError(LazyPullError(.invalidArgument, "attachMerged without layers"))))
+                    continue
+                }
+                do {
+                    try attachMerged(layers, at: mountpoint)
+                    try? connection.send(LayerHostReply())
+                } catch {
+                    try? connection.send(LayerHostReply(error: WireError(error)))
+                }
             case .status:
                 try? connection.send(LayerHostReply(layers: status()))
             case .shutdown:
@@ -100,9 +113,44 @@ public final class LayerHost: Sendable {
                     layer.fileSystem.stopBackgroundFetch()
                     layer.server.stop()
                 }
+                for server in merged.withLock({ Array($0.values) }) { server.stop() }
                 try? connection.send(LayerHostReply())
                 withExtendedLifetime(lock) { exit(0) }
             }
+        }
+    }
+
+    /// Serves the merged tree of `specs` (bottom first) at `mountpoint`, attaching each layer
+    /// first; nothing to do when that mountpoint is served already.
+    func attachMerged(_ specs: [LazyLayerSpec], at mountpoint: String) throws {
+        if merged.withLock({ $0[mountpoint] }) != nil { return }
+        // Attached in parallel, as separate attaches would be.
+        let failures = Mutex<[any Error]>([])
+        DispatchQueue.concurrentPerform(iterations: specs.count) { i in
+            do { try attach(specs[i]) } catch { failures.withLock { $0.append(error) } }
+        }
+        if let failure = failures.withLock({ $0.first }) { throw failure }
+        let layers = try specs.map { spec in
+            guard let layer = served.withLock({ $0[spec.mountpoint] }) else {
+                throw LazyPullError(.io, "layer \(spec.descriptor.digest) went away while its image was being mounted")
+            }
+            return layer.fileSystem
+        }
+        try attaching.withLock { _ in
+            if merged.withLock({ $0[mountpoint] }) != nil { return }
+            var st = stat()
+            if stat(mountpoint, &st) != 0 && errno == ENOTCONN { umount2(mountpoint, Int32(MNT_DETACH)) }
+            let server = FUSEServer(fileSystem: MergedFileSystem(layers: layers), mountpoint: mountpoint)
+            try server.start()
+            merged.withLock { $0[mountpoint] = server }
+            serviceLog("serving \(layers.count) merged layers at \(mountpoint)")
+            let watcher = Thread { [self] in
+                server.wait()
+                merged.withLock { if $0[mountpoint] === server { $0[mountpoint] = nil } }
+                serviceLog("merged layers at \(mountpoint) unmounted")
+            }
+            watcher.stackSize = 256 << 10
+            watcher.start()
         }
     }
 

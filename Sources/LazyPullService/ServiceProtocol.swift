@@ -45,13 +45,18 @@ public struct WireError: Codable, Sendable, Error {
 /// already) and answers once it can be read; `status` lists the served layers; `shutdown`
 /// unmounts them all and ends the host.
 public struct LayerHostRequest: Codable, Sendable {
-    public enum Operation: String, Codable, Sendable { case attach, status, shutdown }
+    public enum Operation: String, Codable, Sendable { case attach, attachMerged, status, shutdown }
     public var operation: Operation
     public var layer: LazyLayerSpec?
+    /// `attachMerged`: the image's lazy layers, bottom first, and where to mount their merged tree.
+    public var layers: [LazyLayerSpec]?
+    public var mountpoint: String?
 
-    public init(_ operation: Operation, layer: LazyLayerSpec? = nil) {
+    public init(_ operation: Operation, layer: LazyLayerSpec? = nil, layers: [LazyLayerSpec]? = nil, mountpoint: String? = nil) {
         self.operation = operation
         self.layer = layer
+        self.layers = layers
+        self.mountpoint = mountpoint
     }
 }
 

@@ -77,9 +77,10 @@ public final class SnapshotStore: Sendable {
 
     /// Mounts snapshot `key` at `target`: an overlay of its parents with its own `fs` as the
     /// writable upper (active), or the parents alone, read-only (view).
-    public func mount(_ key: String, at target: String) throws {
+    /// `lowers` replaces the parents' directories (a merged view of them).
+    public func mount(_ key: String, at target: String, lowers override: [String]? = nil) throws {
         guard let record = try metadata.snapshot(key) else { throw LazyPullError(.notFound, "snapshot \(key) not found") }
-        let lowers = try record.parent.map(lowerDirectories(from:)) ?? []
+        let lowers = try override ?? record.parent.map(lowerDirectories(from:)) ?? []
         switch record.kind {
         case .active:
             let dir = directory(of: record)
@@ -89,7 +90,7 @@ public final class SnapshotStore: Sendable {
                 try Mounter.overlay(lowers: lowers, upper: "\(dir)/fs", work: "\(dir)/work", at: target)
             }
         case .view, .committed:
-            let all = record.kind == .committed ? try lowerDirectories(from: key) : lowers
+            let all = record.kind == .committed && override == nil ? try lowerDirectories(from: key) : lowers
             if all.count == 1 {
                 try Mounter.bind(all[0], at: target, readOnly: true)
             } else if all.isEmpty {

@@ -60,8 +60,9 @@ struct ProcessModelTests {
         try lazypull(["mount", "\(registry.host)/small:esgz", a], root: root)
         defer { for dir in [a, b, c] { _ = try? lazypull(["umount", dir], root: root, check: false) } }
         let layerMounts = fuseMounts(under: root)
-        #expect(layerMounts == 2)
-        // The same image again shares its layers.
+        // One per layer, and the merged tree of both that the mount stacks on.
+        #expect(layerMounts == 3)
+        // The same image again shares its layers and their merged tree.
         try lazypull(["mount", "\(registry.host)/small:esgz", b], root: root)
         #expect(fuseMounts(under: root) == layerMounts)
         #expect(processes(root: root, command: "serve").count == 1)

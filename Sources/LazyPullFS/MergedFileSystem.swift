@@ -1,0 +1,177 @@
+import CLazyPullShims
+import Foundation
+import LazyPullFUSE
+
+/// Several lazy layers of one image seen as one tree, with overlayfs's rules applied the way
+/// a stack of the layers would show them (Linux Documentation/filesystems/overlayfs.rst:
+/// whiteouts hide names below, opaque directories hide everything below, a directory above a
+/// directory merges, anything else above replaces). A mount that stacks the layer file
+/// systems makes overlayfs look every name up in each layer that has the directory, and most
+/// of those lookups find nothing; one merged lower answers each name once. Contents and
+/// metadata still come from the layer that holds the entry.
+public final class MergedFileSystem: FUSEFileSystem, @unchecked Sendable {
+    struct MergedNode {
+        /// The layer that holds this entry (the topmost, for a directory) and its inode there.
+        var layer: Int
+        var inode: UInt64
+        var children: [(name: String, inode: UInt64)] = []
+        var childIndex: [String: UInt64] = [:]
+    }
+
+    let layers: [LayerFileSystem]
+    private var nodes: [MergedNode] = []          // index = inode - 1; immutable after init
+    private let hasExtendedAttributes: Bool
+
+    static let opaqueAttribute = "trusted.overlay.opaque"
+
+    /// `layers` bottom first, as the image's manifest lists them.
+    public init(layers: [LayerFileSystem]) {
+        self.layers = layers
+        var builder = Builder(layers: layers)
+        for (index, layer) in layers.enumerated() { builder.merge(layer: index, inode: 1, into: 1, isRoot: true, of: layer) }
+        nodes = builder.finish()
+        hasExtendedAttributes = layers.contains { layer in
+            layer.nodes.contains { $0.xattrs.contains { $0.name != Self.opaqueAttribute } }
+        }
+    }
+
+    private struct Builder {
+        let layers: [LayerFileSystem]
+        var nodes: [MergedNode]
+        /// Hard links inside one layer stay one inode.
+        var byLayerInode: [Int: [UInt64: UInt64]] = [:]
+
+        init(layers: [LayerFileSystem]) {
+            self.layers = layers
+            nodes = [MergedNode(layer: 0, inode: 1)]
+        }
+
+        mutating func add(_ node: MergedNode) -> UInt64 {
+            nodes.append(node)
+            return UInt64(nodes.count)
+        }
+
+        /// Applies directory `inode` of layer `index` onto merged directory `target`.
+        mutating func merge(layer index: Int, inode: UInt64, into target: UInt64, isRoot: Bool = false, of layer: LayerFileSystem) {
+            let source = layer.nodes[Int(inode - 1)]
+            nodes[Int(target - 1)].layer = index
+            nodes[Int(target - 1)].inode = inode
+            if !isRoot, source.xattrs.contains(where: { $0.name == MergedFileSystem.opaqueAttribute && $0.value == Array("y".utf8) }) {
+                nodes[Int(target - 1)].children = []
+                nodes[Int(target - 1)].childIndex = [:]
+            }
+            for child in source.children {
+                let node = layer.nodes[Int(child.inode - 1)]
+                let type = node.attributes.st_mode & S_IFMT
+                if type == S_IFCHR && node.attributes.st_rdev == 0 {
+                    remove(child.name, from: target)
+                    continue
+                }
+                if type == S_IFDIR {
+                    if let existing = nodes[Int(target - 1)].childIndex[child.name],
+                       layers[nodes[Int(existing - 1)].layer].nodes[Int(nodes[Int(existing - 1)].inode - 1)].attributes.st_mode & S_IFMT == S_IFDIR {
+                        merge(layer: index, inode: child.inode, into: existing, of: layer)
+                    } else {
+                        let created = add(MergedNode(layer: index, inode: child.inode))
+                        set(child.name, to: created, in: target)
+                        merge(layer: index, inode: child.inode, into: created, of: layer)
+                    }
+                } else {
+                    let merged: UInt64
+                    if let known = byLayerInode[index]?[child.inode] {
+                        merged = known
+                    } else {
+                        merged = add(MergedNode(layer: index, inode: child.inode))
+                        byLayerInode[index, default: [:]][child.inode] = merged
+                    }
+                    set(child.name, to: merged, in: target)
+                }
+            }
+        }
+
+        mutating func set(_ name: String, to inode: UInt64, in directory: UInt64) {
+            if nodes[Int(directory - 1)].childIndex.updateValue(inode, forKey: name) == nil {
+                nodes[Int(directory - 1)].children.append((name, inode))
+            } else if let i = nodes[Int(directory - 1)].children.firstIndex(where: { $0.name == name }) {
+                nodes[Int(directory - 1)].children[i].inode = inode
+            }
+        }
+
+        mutating func remove(_ name: String, from directory: UInt64) {
+            guard nodes[Int(directory - 1)].childIndex.removeValue(forKey: name) != nil else { return }
+            nodes[Int(directory - 1)].children.removeAll { $0.name == name }
+        }
+
+        func finish() -> [MergedNode] { nodes }
+    }
+
+    private func node(_ inode: UInt64) throws -> MergedNode {
+        guard inode >= 1, inode <= UInt64(nodes.count) else { throw FUSEError(ENOENT) }
+        return nodes[Int(inode - 1)]
+    }
+
+    private func stored(_ inode: UInt64) throws -> (layer: LayerFileSystem, inode: UInt64) {
+        let n = try node(inode)
+        return (layers[n.layer], n.inode)
+    }
+
+    // MARK: FUSEFileSystem
+
+    public func lookup(parent: UInt64, name: String) throws -> FUSEEntry {
+        guard let inode = try node(parent).childIndex[name] else { throw FUSEError(ENOENT) }
+        return FUSEEntry(inode: inode, attributes: try attributes(of: inode))
+    }
+
+    public func attributes(of inode: UInt64) throws -> stat {
+        let (layer, stored) = try stored(inode)
+        var attributes = try layer.attributes(of: stored)
+        attributes.st_ino = ino_t(inode)
+        return attributes
+    }
+
+    public func readlink(_ inode: UInt64) throws -> String {
+        let (layer, stored) = try stored(inode)
+        return try layer.readlink(stored)
+    }
+
+    public func open(_ inode: UInt64) throws {
+        let (layer, stored) = try stored(inode)
+        try layer.open(stored)
+    }
+
+    public func read(_ inode: UInt64, offset: Int64, size: Int) throws -> [UInt8] {
+        let (layer, stored) = try stored(inode)
+        return try layer.read(stored, offset: offset, size: size)
+    }
+
+    public func readData(_ inode: UInt64, offset: Int64, size: Int) throws -> FUSEReadData {
+        let (layer, stored) = try stored(inode)
+        return try layer.readData(stored, offset: offset, size: size)
+    }
+
+    public func directoryEntries(_ inode: UInt64, from start: Int, limit: Int) throws -> [FUSEDirectoryEntry] {
+        let children = try node(inode).children
+        guard start < children.count else { return [] }
+        return try children[start..<min(children.count, start + limit)].map {
+            FUSEDirectoryEntry(name: $0.name, entry: FUSEEntry(inode: $0.inode, attributes: try attributes(of: $0.inode)))
+        }
+    }
+
+    /// The opaque markers were applied: they are not part of the merged tree.
+    public func xattr(_ inode: UInt64, name: String) throws -> [UInt8] {
+        guard hasExtendedAttributes else { throw FUSEError(ENOSYS) }
+        guard name != Self.opaqueAttribute else { throw FUSEError(ENODATA) }
+        let (layer, stored) = try stored(inode)
+        do {
+            return try layer.xattr(stored, name: name)
+        } catch let error as FUSEError where error.errno == ENOSYS {
+            // That layer has no attributes at all; the merged tree has some.
+            throw FUSEError(ENODATA)
+        }
+    }
+
+    public func xattrNames(_ inode: UInt64) throws -> [String] {
+        let (layer, stored) = try stored(inode)
+        return try layer.xattrNames(stored).filter { $0 != Self.opaqueAttribute }
+    }
+}
