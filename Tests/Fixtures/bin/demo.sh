@@ -21,8 +21,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "starting Debian's docker-registry on 127.0.0.1:$port"
 "$here/registry.sh" start "$work/registry" "$port" plain
 
-step "building a sample image (busybox + files) with umoci and pushing it with skopeo"
-"$here/make-busybox-image.sh" "127.0.0.1:$port" demo:v1
+step "building a sample image (layer 1: busybox, /hello.txt; layer 2: 4 MiB /data.bin, /second.txt) with umoci and pushing it with skopeo"
+"$here/make-busybox-image.sh" "127.0.0.1:$port" demo:v1 4
 skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/demo:v1" | grep -E '"(Digest|Layers)"' -A2 | head -6
 
 step "lazypull convert --estargz: rewrite it as eStargz (hello.txt prefetched) and push it"
@@ -34,11 +34,13 @@ step "lazypull mount --no-background-fetch 127.0.0.1:$port/demo:esgz $mnt (lazy:
 "$lazypull" mount --root "$root" --no-background-fetch "127.0.0.1:$port/demo:esgz" "$mnt"
 grep -E " ($mnt|$root[^ ]*) " /proc/mounts | cut -d' ' -f1-3
 
-step "lazypull status: only the prefetched file has been fetched"
+step "lazypull status: fetched so far, the prefetched /hello.txt and the image's default program (its Cmd, /bin/sh: busybox); nothing of layer 2"
+sleep 0.5
 "$lazypull" status --root "$root"
 
-step "reading /bin/busybox through the mount fetches it with HTTP Range requests"
-"$mnt/bin/busybox" echo "busybox runs from the lazy mount"
+step "reading /second.txt through the mount fetches it with an HTTP Range request; /data.bin stays remote"
+cat "$mnt/second.txt"
+"$mnt/bin/sh" -c 'echo "busybox runs from the lazy mount"'
 sleep 0.5
 "$lazypull" status --root "$root"
 
