@@ -105,7 +105,7 @@ struct ContainerdSnapshotterTests {
         #expect(dirs.isEmpty, "snapshot directories left: \(dirs)")
     }
 
-    @Test("a container keeps reading across a restart of serve; after SIGKILL and a start without the registry, fetched files read and unfetched ones fail with EIO")
+    @Test("a container keeps reading across a restart of serve; after SIGKILL and a start without the registry, fetched files read and unfetched ones fail with EIO (the running container after a SIGKILL of serve, a new one after a SIGKILL of every lazypull process)")
     func restarts() throws {
         let setup = try Setup("ctdrestart")
         let ref = "\(setup.proxyHost)/bb:esgz"
@@ -131,12 +131,22 @@ struct ContainerdSnapshotterTests {
         try setup.restartServe()
         #expect(try ctr.ctr(["task", "exec", "--exec-id", "e2", c1, "cat", "/second.txt"]).stdout == "second layer\n")
 
-        // Every lazypull process killed, the registry gone: the next start serves the
+        // The registry gone and the control plane SIGKILLed: after a new start, the running
+        // container still reads what was fetched, and an unfetched file fails with EIO.
+        setup.proxy.stop()
+        try run(["registry.sh", "stop", setup.registry.dir])
+        for pid in processes(root: setup.root, command: "serve") { kill(pid, SIGKILL) }
+        setup.serve?.stop()
+        try setup.restartServe()
+        #expect(try ctr.ctr(["task", "exec", "--exec-id", "e3", c1, "cat", "/hello.txt", "/second.txt"]).stdout
+                == "hello from lazypull\nsecond layer\n")
+        let missing = try ctr.ctr(["task", "exec", "--exec-id", "e4", c1, "cat", "/data.bin"], check: false)
+        #expect(!missing.succeeded && missing.stderr.contains("Input/output error"), "\(missing.stderr)")
+
+        // Every lazypull process killed, layer host included: the next start serves the
         // snapshots again from local state before it answers containerd.
         killProcesses(using: setup.root)
         setup.serve?.stop()
-        setup.proxy.stop()
-        try run(["registry.sh", "stop", setup.registry.dir])
         try setup.restartServe()
         let fetched = try ctr.ctr(["run", "--rm", "--snapshotter", "lazypull", ref, c2, "cat", "/hello.txt", "/second.txt"])
         #expect(fetched.stdout == "hello from lazypull\nsecond layer\n")
@@ -145,7 +155,7 @@ struct ContainerdSnapshotterTests {
         #expect(unfetched.stdout.isEmpty && unfetched.stderr.contains("Input/output error"), "\(unfetched.stderr)")
         // The container that ran through the kill is not left hanging either: its reads of
         // content not in the page cache fail (its FUSE connection died with the host).
-        let old = try ctr.ctr(["task", "exec", "--exec-id", "e3", c1, "cat", "/data.bin"], check: false)
+        let old = try ctr.ctr(["task", "exec", "--exec-id", "e5", c1, "cat", "/data.bin"], check: false)
         #expect(!old.succeeded)
     }
 }
