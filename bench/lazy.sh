@@ -3,7 +3,8 @@
 # against containerd's eager pull + `ctr run`, same image (python, as eStargz for lazypull),
 # same registry, same link (bench/delay-proxy.py: 100 Mbit/s, 20 ms RTT by default).
 # Also: lazypull as containerd's snapshotter (`ctr-remote images rpull` + `ctr run`, lazypull
-# serve and containerd running before the clock), peak RSS of the layer host, time until the
+# serve and containerd running before the clock), stargz-snapshotter the same way (built from
+# Debian's Go packages by bench/stargz/build.sh), peak RSS of the layer host, time until the
 # background fetch is complete, and the full-tree read afterwards (page cache dropped) against
 # the same tree on overlayfs.
 #
@@ -26,6 +27,8 @@ cleanup() {
     [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
     "$fixtures/containerd.sh" stop "$work/containerd" >/dev/null 2>&1 || true
     "$fixtures/containerd.sh" stop "$work/containerd-lp" >/dev/null 2>&1 || true
+    "$fixtures/containerd.sh" stop "$work/containerd-sgz" >/dev/null 2>&1 || true
+    pkill -f -- "stargz-bench -address $work/" 2>/dev/null || true
     "$fixtures/registry.sh" stop "$work/registry" >/dev/null 2>&1 || true
     pkill -f -- "--root $work/" 2>/dev/null || true
     grep -F " $work" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
@@ -34,6 +37,8 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$results" "$cache"
 [ -f "$cache/python/index.json" ] || "$fixtures/make-python-image.sh" "$cache/python" bookworm
+stargz=$cache/stargz-bench
+[ -x "$stargz" ] || "$here/stargz/build.sh" "$stargz"
 
 "$fixtures/registry.sh" start "$work/registry" "$regport" plain >/dev/null
 skopeo copy -q --dest-tls-verify=false "oci:$cache/python:bookworm" "docker://$direct/bench/python:gzip"
@@ -115,14 +120,37 @@ lazypull_containerd_run() { # run number
     echo "$elapsed"
 }
 
-declare -a ctd lzp rss bg crss lpc
+# The same through stargz-snapshotter 0.12 (Debian's library, bench/stargz/main.go).
+stargz_containerd_run() { # run number
+    "$fixtures/containerd.sh" stop "$work/containerd-sgz" >/dev/null 2>&1 || true
+    pkill -f -- "stargz-bench -address $work/" 2>/dev/null || true
+    for _ in $(seq 200); do pgrep -f -- "stargz-bench -address $work/" >/dev/null || break; sleep 0.05; done
+    grep -F " $work/sgz" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$work/containerd-sgz" "$work/sgz" "$work/sgz.sock"
+    "$stargz" -address "$work/sgz.sock" -root "$work/sgz" >>"$work/stargz.log" 2>&1 &
+    for _ in $(seq 200); do [ -S "$work/sgz.sock" ] && break; sleep 0.05; done
+    CONTAINERD_PROXY_SNAPSHOTTER="stargz=$work/sgz.sock" "$fixtures/containerd.sh" start "$work/containerd-sgz" >/dev/null
+    local address="--address $work/containerd-sgz/containerd.sock"
+    drop_caches
+    local t0; t0=$(now)
+    ctr-remote $address images rpull --plain-http --snapshotter stargz "$slow/bench/python:esgz" >/dev/null
+    ctr $address run --rm --snapshotter stargz "$slow/bench/python:esgz" "lazypull-bench-sgz-$$-$1" \
+        python3 -c 'print("hello")' >/dev/null
+    local elapsed; elapsed=$(since "$t0")
+    "$fixtures/containerd.sh" stop "$work/containerd-sgz" >/dev/null 2>&1 || true
+    pkill -KILL -f -- "stargz-bench -address $work/" 2>/dev/null || true
+    echo "$elapsed"
+}
+
+declare -a ctd lzp rss bg crss lpc sgz
 for i in $(seq 1 "$runs"); do
     ctd+=("$(containerd_run "$i")")
     lpc+=("$(lazypull_containerd_run "$i")")
+    sgz+=("$(stargz_containerd_run "$i")")
     read -r s r b c < <(lazypull_run "$i")
     lzp+=("$s"); rss+=("$r"); bg+=("$b"); crss+=("$c")
-    printf 'run %d: containerd %.2fs  lazypull %.2fs  containerd+lazypull %.2fs (peak RSS: layer host %d MiB, control plane %d MiB; background complete after %.1fs)\n' \
-        "$i" "${ctd[-1]}" "$s" "${lpc[-1]}" "$((r / 1024))" "$((c / 1024))" "$b"
+    printf 'run %d: containerd %.2fs  lazypull %.2fs  containerd+lazypull %.2fs  containerd+stargz %.2fs (peak RSS: layer host %d MiB, control plane %d MiB; background complete after %.1fs)\n' \
+        "$i" "${ctd[-1]}" "$s" "${lpc[-1]}" "${sgz[-1]}" "$((r / 1024))" "$((c / 1024))" "$b"
     [ "$i" -lt "$runs" ] && "$lazypull" umount --root "$work/lazypull" "$work/mnt-$i"
 done
 
@@ -135,14 +163,15 @@ for i in 1 2 3 4 5; do
     lazy_read+=("$(read_tree "$work/mnt-$runs")")
 done
 
-python3 - "$results" "$mbit" "$rtt" "${ctd[*]}" "${lzp[*]}" "${rss[*]}" "${bg[*]}" "${ovl_read[*]}" "${lazy_read[*]}" "${crss[*]}" "${lpc[*]}" <<'PY'
+python3 - "$results" "$mbit" "$rtt" "${ctd[*]}" "${lzp[*]}" "${rss[*]}" "${bg[*]}" "${ovl_read[*]}" "${lazy_read[*]}" "${crss[*]}" "${lpc[*]}" "${sgz[*]}" <<'PY'
 import json, statistics as st, sys
 out, mbit, rtt = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-ctd, lzp, rss, bg, ovl, lzr, crss, lpc = ([float(x) for x in a.split()] for a in sys.argv[4:12])
+ctd, lzp, rss, bg, ovl, lzr, crss, lpc, sgz = ([float(x) for x in a.split()] for a in sys.argv[4:13])
 def s(v): return {"median": st.median(v), "min": min(v), "max": max(v), "runs": v}
 data = {"link": {"mbit": mbit, "rtt_ms": rtt}, "cold_start": {"containerd": s(ctd), "lazypull": s(lzp)},
         "cold_start_ratio": st.median(ctd) / st.median(lzp),
         "containerd_with_lazypull": s(lpc), "containerd_with_lazypull_ratio": st.median(ctd) / st.median(lpc),
+        "containerd_with_stargz": s(sgz), "lazypull_vs_stargz_ratio": st.median(sgz) / st.median(lpc),
         "host_peak_rss_mib": s([r / 1024 for r in rss]),
         "control_plane_peak_rss_mib": s([r / 1024 for r in crss]),
         "background_complete_seconds": s(bg), "full_read": {"overlayfs": s(ovl), "lazypull": s(lzr)},
@@ -153,7 +182,8 @@ md = f"""# lazypull bench — lazy cold start ({mbit:.0f} Mbit/s, {rtt:.0f} ms R
 **Cold start {data['cold_start_ratio']:.1f}x faster than containerd** (target ≥ 10x; both daemons
 running before the clock starts, state wiped and page cache dropped before every run);
 **through containerd (`ctr-remote images rpull` + `ctr run`, lazypull as its snapshotter)
-{data['containerd_with_lazypull_ratio']:.1f}x faster than containerd's own pull** (target ≥ 8x);
+{data['containerd_with_lazypull_ratio']:.1f}x faster than containerd's own pull** (target ≥ 8x) and
+{data['lazypull_vs_stargz_ratio']:.2f}x faster than stargz-snapshotter 0.12 through containerd on the same eStargz image;
 layer host peak RSS {st.median(data['host_peak_rss_mib']['runs']):.0f} MiB (target ≤ 64; the control plane's:
 {st.median(data['control_plane_peak_rss_mib']['runs']):.0f} MiB);
 full-tree read after background fetch {data['full_read_ratio']:.2f} of overlayfs (target ≥ 0.8).
@@ -163,6 +193,7 @@ full-tree read after background fetch {data['full_read_ratio']:.2f} of overlayfs
 | containerd: `ctr images pull` + `ctr run` python3 | {st.median(ctd):.2f} s | {min(ctd):.2f} s | {max(ctd):.2f} s |
 | lazypull: `mount` + `chroot` python3 | {st.median(lzp):.2f} s | {min(lzp):.2f} s | {max(lzp):.2f} s |
 | containerd + lazypull: `ctr-remote images rpull` + `ctr run` python3 | {st.median(lpc):.2f} s | {min(lpc):.2f} s | {max(lpc):.2f} s |
+| containerd + stargz-snapshotter: `ctr-remote images rpull` + `ctr run` python3 | {st.median(sgz):.2f} s | {min(sgz):.2f} s | {max(sgz):.2f} s |
 | background fetch complete (from mount) | {st.median(bg):.1f} s | {min(bg):.1f} s | {max(bg):.1f} s |
 | full read, overlayfs (eager tree) | {st.median(ovl):.2f} s | {min(ovl):.2f} s | {max(ovl):.2f} s |
 | full read, lazypull after background fetch | {st.median(lzr):.2f} s | {min(lzr):.2f} s | {max(lzr):.2f} s |
