@@ -332,7 +332,15 @@ public final class ContainerdSnapshotter: Sendable {
             try host.attach(try LazyLayers(state: state).spec(of: existing).unwrap("remote layer \(existing.key)"))
             return existing
         }
-        let image = try resolve(request.reference)
+        let cached = try resolve(request.reference)
+        let image: ResolvedRemoteImage
+        if cached.manifest.layers.contains(where: { $0.digest == request.layer }) {
+            image = cached
+        } else {
+            // The tag may have moved since it was resolved: resolve it again, once.
+            images.withLock { $0[request.reference] = nil }
+            image = try resolve(request.reference)
+        }
         guard let layer = image.manifest.layers.first(where: { $0.digest == request.layer }) else {
             throw LazyPullError(.notFound, "\(request.reference) has no layer \(request.layer)")
         }
@@ -396,7 +404,8 @@ public final class ContainerdSnapshotter: Sendable {
         return try state.metadata.snapshot(name) == nil ? name : "\(name)/\(UUID().uuidString)"
     }
 
-    /// The image's manifest, resolved once per reference while this process runs.
+    /// The image's manifest, resolved once per reference while this process runs (again when
+    /// a layer asked for is not in it: the tag moved).
     private func resolve(_ text: String) throws -> ResolvedRemoteImage {
         if let cached = images.withLock({ $0[text] }) { return cached }
         let reference = try Reference(parsing: text)
