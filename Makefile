@@ -47,6 +47,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazypull
 	install -D -m 0755 $(BIN)-fuse-host $(DESTDIR)$(PREFIX)/bin/lazypull-fuse-host
+	install -D -m 0755 $(BIN)-serve $(DESTDIR)$(PREFIX)/bin/lazypull-serve
 	install -D -m 0644 systemd/lazypull.service $(DESTDIR)$(UNITDIR)/lazypull.service
 	install -D -m 0644 systemd/containerd.service.d/lazypull.conf $(DESTDIR)/etc/systemd/system/containerd.service.d/lazypull.conf
 	install -D -m 0644 docs/config.toml $(DESTDIR)$(PREFIX)/share/doc/lazypull/config.toml

@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "lazypull", targets: ["lazypull"]),
         .executable(name: "lazypull-fuse-host", targets: ["lazypull-fuse-host"]),
+        .executable(name: "lazypull-serve", targets: ["lazypull-serve"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -50,7 +51,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ], exclude: ["Protos"]),
         .target(name: "LazyPullCommands", dependencies: [
-            "LazyPullService", "LazyPullContainerd",
+            "LazyPullService",
             "LazyPullOCI", "LazyPullRegistry", "LazyPullContent", "LazyPullLayers", "LazyPullSnapshots",
             "LazyPullImages",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -58,6 +59,9 @@ let package = Package(
         ]),
         .executableTarget(name: "lazypull", dependencies: ["LazyPullCommands"]),
         .executableTarget(name: "lazypull-fuse-host", dependencies: ["LazyPullService"]),
+        .executableTarget(name: "lazypull-serve", dependencies: [
+            "LazyPullCommands", "LazyPullContainerd", "LazyPullService", "LazyPullImages", "LazyPullOCI",
+        ]),
 
         .testTarget(name: "LazyPullOCITests", dependencies: ["LazyPullOCI"]),
         .testTarget(name: "LazyPullRegistryTests", dependencies: ["LazyPullRegistry", "LazyPullOCI"]),

@@ -3,7 +3,6 @@ import Foundation
 import LazyPullContent
 import LazyPullImages
 import LazyPullOCI
-import LazyPullContainerd
 import LazyPullService
 
 struct MountCommand: ParsableCommand {
@@ -97,9 +96,11 @@ struct UmountCommand: ParsableCommand {
     }
 }
 
-/// `lazypull serve`: the control plane (DESIGN §2a) and containerd's proxy snapshotter.
-struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `lazypull serve`: the control plane (DESIGN §2a) and containerd's proxy snapshotter. It runs
+/// as `lazypull-serve`, a program of its own installed next to `lazypull`: the gRPC, NIO and
+/// TLS libraries it needs would make every other command start slower (they triple the binary).
+public struct ServeCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run the control plane: lazy mounts for the CLI, and containerd's snapshotter socket.")
 
@@ -112,19 +113,33 @@ struct ServeCommand: ParsableCommand {
           help: "End once nothing is mounted, without a snapshotter socket (how `lazypull mount` starts it).")
     var exitWhenIdle = false
 
-    func run() throws {
+    public init() {}
+
+    /// What the serving program needs, from the arguments and the configuration file.
+    public struct Settings: Sendable {
+        public var root: String
+        public var address: String
+        public var exitWhenIdle: Bool
+        public var fetch: FetchSettings
+    }
+
+    public func settings() throws -> Settings {
         let config = try global.configuration()
-        let state = try StateRoot(path: global.root)
-        let plane = ControlPlane(state: state, exitWhenIdle: exitWhenIdle, settings: config.fetchSettings)
-        guard !exitWhenIdle else { try plane.run() }
-        let snapshotter = ContainerdSnapshotter(state: state, host: plane.host, settings: config.fetchSettings)
-        let server = SnapshotterServer(socketPath: address ?? config.snapshotter.address, snapshotter: snapshotter)
-        // containerd may create containers on any remote layer as soon as the socket answers.
-        try plane.run {
-            snapshotter.restore()
-            try server.start()
-            serviceLog("containerd snapshotter serving \(server.socketPath)")
+        return Settings(root: global.root, address: address ?? config.snapshotter.address, exitWhenIdle: exitWhenIdle,
+                        fetch: config.fetchSettings)
+    }
+
+    public func run() throws {
+        let program = Daemon.serveExecutable
+        guard program != Daemon.executable else {
+            throw LazyPullError(.io, "lazypull-serve is not installed next to \(Daemon.executable)")
         }
+        // The same arguments, to the program that serves.
+        let arguments = CommandLine.arguments
+        let rest = arguments.firstIndex(of: "serve").map { Array(arguments[($0 + 1)...]) } ?? []
+        let argv = ([program, "serve"] + rest).map { strdup($0) } + [nil]
+        execv(program, argv)
+        throw LazyPullError.io("cannot run", path: program, errno: errno)
     }
 }
 

@@ -270,7 +270,7 @@ public struct ControlClient: Sendable {
         if start {
             connection = try Daemon.connect(to: paths.controlSocket,
                                             starting: ["serve", "--root", paths.root, "--exit-when-idle"],
-                                            log: paths.controlLog, what: "control plane")
+                                            executable: Daemon.serveExecutable, log: paths.controlLog, what: "control plane")
         } else {
             connection = try JSONLineConnection.connect(to: paths.controlSocket)
         }

@@ -5,17 +5,22 @@ import LazyPullOCI
 
 /// Starting lazypull's background processes: `executable ARGS` in a session of its own (so it
 /// outlives its starter and a terminal's hangup), output appended to a log file.
-enum Daemon {
+public enum Daemon {
     /// The running lazypull binary.
-    static var executable: String {
+    public static var executable: String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
     /// The layer host's own program, installed next to `lazypull`; `lazypull` itself (its
     /// hidden `fuse-host` command) where it is missing.
-    static var layerHostExecutable: String {
-        let sibling = (executable as NSString).deletingLastPathComponent + "/lazypull-fuse-host"
-        return access(sibling, X_OK) == 0 ? sibling : executable
+    static var layerHostExecutable: String { sibling("lazypull-fuse-host") }
+
+    /// The control plane's own program, installed next to `lazypull`.
+    public static var serveExecutable: String { sibling("lazypull-serve") }
+
+    private static func sibling(_ name: String) -> String {
+        let path = (executable as NSString).deletingLastPathComponent + "/" + name
+        return access(path, X_OK) == 0 ? path : executable
     }
 
     static func spawn(_ arguments: [String], executable: String = Daemon.executable, log: String) throws -> pid_t {

@@ -115,7 +115,7 @@ func processes(root: String, command: String) -> [pid_t] {
         guard let pid = pid_t(name), let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return nil }
         let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         guard arguments.count > 3, arguments[1] == command,
-              arguments[0].hasSuffix("/lazypull") || arguments[0].hasSuffix("/lazypull-fuse-host") else { return nil }
+              ["/lazypull", "/lazypull-fuse-host", "/lazypull-serve"].contains(where: { arguments[0].hasSuffix($0) }) else { return nil }
         return zip(arguments, arguments.dropFirst()).contains { $0 == "--root" && $1 == root } ? pid : nil
     }.sorted()
 }
