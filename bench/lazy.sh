@@ -26,9 +26,8 @@ cleanup() {
     "$lazypull" umount --root "$work/ref" "$work/ref-mnt" >/dev/null 2>&1 || true
     [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
     "$fixtures/containerd.sh" stop "$work/containerd" >/dev/null 2>&1 || true
-    "$fixtures/containerd.sh" stop "$work/containerd-lp" >/dev/null 2>&1 || true
-    "$fixtures/containerd.sh" stop "$work/containerd-sgz" >/dev/null 2>&1 || true
-    pkill -f -- "stargz-bench -address $work/" 2>/dev/null || true
+    snapshotter_stop "$work/snap-lazypull"
+    snapshotter_stop "$work/snap-stargz"
     "$fixtures/registry.sh" stop "$work/registry" >/dev/null 2>&1 || true
     pkill -f -- "--root $work/" 2>/dev/null || true
     grep -F " $work" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
@@ -96,57 +95,47 @@ lazypull_run() { # run number; prints: start_seconds host_rss_kib background_sec
     echo "$start $rss $background $crss"
 }
 
-# containerd with lazypull as its snapshotter: both started (state wiped) before the clock,
-# as under systemd.
-lazypull_containerd_run() { # run number
-    "$fixtures/containerd.sh" stop "$work/containerd-lp" >/dev/null 2>&1 || true
-    pkill -f -- "--root $work/lp-ctd" 2>/dev/null || true
-    for _ in $(seq 200); do pgrep -f -- "--root $work/lp-ctd" >/dev/null || break; sleep 0.05; done
-    grep -F " $work/lp-ctd" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$work/containerd-lp" "$work/lp-ctd"
-    "$lazypull" serve --root "$work/lp-ctd" --address "$work/lp-ctd.sock" >>"$work/serve-ctd.log" 2>&1 &
-    for _ in $(seq 200); do [ -S "$work/lp-ctd.sock" ] && [ -S "$work/lp-ctd/run/fuse-host.sock" ] && break; sleep 0.05; done
-    CONTAINERD_PROXY_SNAPSHOTTER="lazypull=$work/lp-ctd.sock" "$fixtures/containerd.sh" start "$work/containerd-lp" >/dev/null
-    local address="--address $work/containerd-lp/containerd.sock"
+# containerd with a proxy snapshotter (lazypull, or stargz-snapshotter 0.12 built from Debian's
+# library by bench/stargz): both started, state wiped, before the clock, as under systemd.
+snapshotter_start() { # name state-dir socket
+    case $1 in
+        lazypull) "$lazypull" serve --root "$2" --address "$3" >>"$work/serve-ctd.log" 2>&1 &
+                  for _ in $(seq 200); do [ -S "$3" ] && [ -S "$2/run/fuse-host.sock" ] && break; sleep 0.05; done ;;
+        stargz)   "$stargz" -address "$3" -root "$2" >>"$work/stargz.log" 2>&1 &
+                  for _ in $(seq 200); do [ -S "$3" ] && break; sleep 0.05; done ;;
+    esac
+}
+
+snapshotter_stop() { # state-dir (every snapshotter process names it)
+    "$fixtures/containerd.sh" stop "$1-containerd" >/dev/null 2>&1 || true
+    pkill -KILL -f -- "$1" 2>/dev/null || true
+    for _ in $(seq 200); do pgrep -f -- "$1" >/dev/null || break; sleep 0.05; done
+    grep -F " $1" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+}
+
+proxy_snapshotter_run() { # name run-number
+    local state=$work/snap-$1 socket=$work/snap-$1.sock
+    snapshotter_stop "$state"
+    rm -rf "$state" "$state-containerd" "$socket"
+    snapshotter_start "$1" "$state" "$socket"
+    CONTAINERD_PROXY_SNAPSHOTTER="$1=$socket" "$fixtures/containerd.sh" start "$state-containerd" >/dev/null
+    local address="--address $state-containerd/containerd.sock"
     drop_caches
     local t0; t0=$(now)
-    ctr-remote $address images rpull --plain-http --snapshotter lazypull "$slow/bench/python:esgz" >/dev/null
-    ctr $address run --rm --snapshotter lazypull "$slow/bench/python:esgz" "lazypull-bench-lp-$$-$1" \
+    ctr-remote $address images rpull --plain-http --snapshotter "$1" "$slow/bench/python:esgz" >/dev/null
+    ctr $address run --rm --snapshotter "$1" "$slow/bench/python:esgz" "lazypull-bench-$1-$$-$2" \
         python3 -c 'print("hello")' >/dev/null
     local elapsed; elapsed=$(since "$t0")
     # Stopped at once, so its background fetch does not compete with the next measurement.
-    "$fixtures/containerd.sh" stop "$work/containerd-lp" >/dev/null 2>&1 || true
-    pkill -KILL -f -- "--root $work/lp-ctd" 2>/dev/null || true
-    echo "$elapsed"
-}
-
-# The same through stargz-snapshotter 0.12 (Debian's library, bench/stargz/main.go).
-stargz_containerd_run() { # run number
-    "$fixtures/containerd.sh" stop "$work/containerd-sgz" >/dev/null 2>&1 || true
-    pkill -f -- "stargz-bench -address $work/" 2>/dev/null || true
-    for _ in $(seq 200); do pgrep -f -- "stargz-bench -address $work/" >/dev/null || break; sleep 0.05; done
-    grep -F " $work/sgz" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$work/containerd-sgz" "$work/sgz" "$work/sgz.sock"
-    "$stargz" -address "$work/sgz.sock" -root "$work/sgz" >>"$work/stargz.log" 2>&1 &
-    for _ in $(seq 200); do [ -S "$work/sgz.sock" ] && break; sleep 0.05; done
-    CONTAINERD_PROXY_SNAPSHOTTER="stargz=$work/sgz.sock" "$fixtures/containerd.sh" start "$work/containerd-sgz" >/dev/null
-    local address="--address $work/containerd-sgz/containerd.sock"
-    drop_caches
-    local t0; t0=$(now)
-    ctr-remote $address images rpull --plain-http --snapshotter stargz "$slow/bench/python:esgz" >/dev/null
-    ctr $address run --rm --snapshotter stargz "$slow/bench/python:esgz" "lazypull-bench-sgz-$$-$1" \
-        python3 -c 'print("hello")' >/dev/null
-    local elapsed; elapsed=$(since "$t0")
-    "$fixtures/containerd.sh" stop "$work/containerd-sgz" >/dev/null 2>&1 || true
-    pkill -KILL -f -- "stargz-bench -address $work/" 2>/dev/null || true
+    snapshotter_stop "$state"
     echo "$elapsed"
 }
 
 declare -a ctd lzp rss bg crss lpc sgz
 for i in $(seq 1 "$runs"); do
     ctd+=("$(containerd_run "$i")")
-    lpc+=("$(lazypull_containerd_run "$i")")
-    sgz+=("$(stargz_containerd_run "$i")")
+    lpc+=("$(proxy_snapshotter_run lazypull "$i")")
+    sgz+=("$(proxy_snapshotter_run stargz "$i")")
     read -r s r b c < <(lazypull_run "$i")
     lzp+=("$s"); rss+=("$r"); bg+=("$b"); crss+=("$c")
     printf 'run %d: containerd %.2fs  lazypull %.2fs  containerd+lazypull %.2fs  containerd+stargz %.2fs (peak RSS: layer host %d MiB, control plane %d MiB; background complete after %.1fs)\n' \

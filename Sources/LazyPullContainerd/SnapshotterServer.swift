@@ -3,7 +3,6 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import LazyPullOCI
 import LazyPullService
-import Synchronization
 
 /// The gRPC server containerd connects to as a proxy snapshotter: plain HTTP/2 (h2c) on a
 /// unix socket, as containerd's `[proxy_plugins]` expects.
@@ -33,26 +32,15 @@ public final class SnapshotterServer: Sendable {
         Task.detached {
             do { try await server.serve() } catch { serviceLog("snapshotter socket failed: \(error)") }
         }
-        let bound = DispatchSemaphore(value: 0)
-        let outcome = LockedBox<(any Error)?>(nil)
+        let bound = Pending<Void>()
         Task.detached {
-            do { _ = try await server.listeningAddress } catch { outcome.set(error) }
-            bound.signal()
+            do { _ = try await server.listeningAddress; bound.finish(.success(())) } catch { bound.finish(.failure(error)) }
         }
-        bound.wait()
-        if let error = outcome.get() {
+        do { try bound.wait() } catch {
             throw LazyPullError(.io, "cannot serve the snapshotter socket \(socketPath): \(error)")
         }
         chmod(socketPath, 0o660)
     }
 
     public func stop() { server.beginGracefulShutdown() }
-}
-
-/// A value handed from a task to the thread waiting for it.
-final class LockedBox<Value: Sendable>: Sendable {
-    private let value: Mutex<Value>
-    init(_ initial: Value) { value = Mutex(initial) }
-    func set(_ new: Value) { value.withLock { $0 = new } }
-    func get() -> Value { value.withLock { $0 } }
 }

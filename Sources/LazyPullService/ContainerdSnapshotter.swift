@@ -95,6 +95,13 @@ public struct FetchSettings: Sendable {
 
     public init() {}
 
+    /// Brings the root's layer data cache under `cacheLimitBytes`, from layers nothing uses.
+    func evictCache(in state: StateRoot) {
+        guard cacheLimitBytes > 0,
+              let freed = try? LazyLayers(state: state).evictCache(toFit: cacheLimitBytes), freed > 0 else { return }
+        serviceLog("cache over its limit: evicted \(freed) bytes of layers not in use")
+    }
+
     func apply(to options: inout LazyLayerOptions, timeoutAndBackground: Bool) {
         if timeoutAndBackground {
             options.fetchTimeoutSeconds = fetchTimeoutSeconds
@@ -183,11 +190,7 @@ public final class ContainerdSnapshotter: Sendable {
     }
 
     /// Brings the layer data cache under its limit, from layers the layer host does not serve.
-    func evictCache() {
-        guard settings.cacheLimitBytes > 0,
-              let freed = try? LazyLayers(state: state).evictCache(toFit: settings.cacheLimitBytes), freed > 0 else { return }
-        serviceLog("cache over its limit: evicted \(freed) bytes of layers not in use")
-    }
+    func evictCache() { settings.evictCache(in: state) }
 
     public func stat(key: String) throws -> SnapshotInfo { SnapshotInfo(try record(key)) }
 
@@ -329,7 +332,10 @@ public final class ContainerdSnapshotter: Sendable {
         let lock = try state.snapshots.lock("remote-\(request.target)")
         defer { withExtendedLifetime(lock) {} }
         if let existing = try committedRemote(target: request.target, parent: parent) {
-            try host.attach(try LazyLayers(state: state).spec(of: existing).unwrap("remote layer \(existing.key)"))
+            guard let spec = LazyLayers(state: state).spec(of: existing) else {
+                throw LazyPullError(.notFound, "remote layer \(existing.key) has no lazy layer spec")
+            }
+            try host.attach(spec)
             return existing
         }
         let cached = try resolve(request.reference)
@@ -465,18 +471,20 @@ struct ResolvedRemoteImage: Sendable {
 
 /// Work started on another thread; waiters block until its outcome is there. A failure is
 /// tried again by the next caller that needs it.
-final class Pending<Value: Sendable>: Sendable {
+public final class Pending<Value: Sendable>: Sendable {
     private let result = Mutex<Result<Value, any Error>?>(nil)
     private let ready = DispatchSemaphore(value: 0)
 
     var failed: Bool { result.withLock { if case .failure? = $0 { true } else { false } } }
 
-    func finish(_ outcome: Result<Value, any Error>) {
+    public init() {}
+
+    public func finish(_ outcome: Result<Value, any Error>) {
         result.withLock { $0 = outcome }
         ready.signal()
     }
 
-    func wait() throws -> Value {
+    public func wait() throws -> Value {
         ready.wait()
         ready.signal()
         return try result.withLock { $0! }.get()
@@ -501,12 +509,5 @@ enum DiskUsage {
             }
         }
         return (size, inodes)
-    }
-}
-
-extension Optional {
-    func unwrap(_ what: String) throws -> Wrapped {
-        guard let self else { throw LazyPullError(.notFound, "\(what) has no lazy layer spec") }
-        return self
     }
 }

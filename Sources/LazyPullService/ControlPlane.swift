@@ -162,11 +162,7 @@ public final class ControlPlane: Sendable {
 
     /// Brings the layer data cache under its limit, from layers the layer host does not serve
     /// (after an unmount, those of the image it showed).
-    func evictCache() {
-        guard settings.cacheLimitBytes > 0,
-              let freed = try? LazyLayers(state: state).evictCache(toFit: settings.cacheLimitBytes), freed > 0 else { return }
-        log("cache over its limit: evicted \(freed) bytes of layers not in use")
-    }
+    func evictCache() { settings.evictCache(in: state) }
 
     /// The specs of the image's layers, bottom first, when every one is lazy and there are
     /// several; nil otherwise.
