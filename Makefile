@@ -10,7 +10,7 @@ APT_PACKAGES := pkg-config libcurl4-openssl-dev zlib1g-dev libzstd-dev libisal-d
 	libfuse3-dev fuse3 docker-registry umoci skopeo containerd runc stargz-snapshotter \
 	mmdebstrap apache2-utils busybox-static python3 openssl attr libcap2-bin iproute2 procps bc
 
-.PHONY: all deps build debug test run bench install generate clean
+.PHONY: all deps build debug test run bench bench-deps bench-full bench-test install generate clean
 
 all: build
 
@@ -30,16 +30,35 @@ build: deps
 debug: deps
 	$(SWIFT) build
 
-test: debug
+test: debug bench-test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
 run: build
 	LAZYPULL_BIN=$(abspath $(BIN)) Tests/Fixtures/bin/demo.sh
 
-bench: build
-	LAZYPULL_BIN=$(abspath $(BIN)) bench/run.sh
-	LAZYPULL_BIN=$(abspath $(BIN)) bench/lazy.sh
+# The bench's peers and chart tools, on top of APT_PACKAGES (stargz-snapshotter's daemon is
+# built from Debian's Go packages by bench/stargz/build.sh).
+BENCH_PACKAGES := podman curl python3-matplotlib golang-go golang-github-containerd-stargz-snapshotter-dev
+
+bench-deps: deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Quick profile (python and 100,000-file images, loopback and 100 Mbit/s); bench-full: every
+# image, link and system. Both write bench/results/<timestamp>/.
+bench: build bench-deps
+	cd bench && LAZYPULL_BIN=$(abspath $(BIN)) python3 -m lpbench --profile quick
+
+bench-full: build bench-deps
+	cd bench && LAZYPULL_BIN=$(abspath $(BIN)) python3 -m lpbench --profile full
+
+# The bench's own tests (link emulation, report); part of `make test`.
+bench-test:
+	cd bench && python3 -m unittest discover -s lpbench/tests -t .
 
 # Binary, systemd units, containerd drop-in, and the example configuration (an existing
 # /etc/lazypull/config.toml is kept).
