@@ -16,20 +16,25 @@ extension LayerFileSystem {
     /// A file was fetched from its first byte on: if it is a dynamically linked ELF file,
     /// report what it needs (on a thread of its own, the read does not wait).
     func fetchedWhole(_ inode: UInt64) {
+        // Several fetchers may share a file (a prefetch and the read that needed it): the last
+        // to finish finds every chunk verified, and looks.
+        guard let n = try? node(inode), let first = n.chunks.first, n.attributes.st_size >= 64,
+              cache.areVerified(n.chunks[...]) else { return }
         guard let handler = activity.withLock({ state -> (@Sendable (ELFDependencies) -> Void)? in
             guard state.dependencyHandler != nil, state.dependenciesSeen.insert(inode).inserted else { return nil }
             return state.dependencyHandler
         }) else { return }
         // Most files fetched are not ELF: look at the magic before starting anything.
-        guard let n = try? node(inode), let first = n.chunks.first, n.attributes.st_size >= 64 else { return }
         let start = first.dataOffset - first.fileOffset
         var magic = [UInt8](repeating: 0, count: 4)
         guard (try? magic.withUnsafeMutableBytes { try cache.read(at: start, into: $0) }) != nil,
               magic == [0x7F, 0x45, 0x4C, 0x46] else { return }
         let thread = Thread { [self] in
+            let started = Date()
             // Mapped: the parser touches a few pages (headers, dynamic section, strings).
             guard let dependencies = cache.withMappedBytes(at: start, count: Int(n.attributes.st_size), ELFDependencies.parse)
             else { return }
+            if Self.traceReads { Self.trace("dependencies of inode \(inode): \(dependencies.needed)", since: started) }
             handler(dependencies)
         }
         thread.stackSize = 512 << 10
@@ -43,6 +48,8 @@ extension LayerFileSystem {
             guard let inode = resolve(path), let n = try? node(inode), n.attributes.st_mode & S_IFMT == S_IFREG,
                   let head = n.chunks.first, !cache.isPresent(head.index) else { continue }
             let thread = Thread { [self] in
+                let started = Date()
+                defer { if Self.traceReads { Self.trace("prefetch \(path) chunk at \(head.compressedStart)", since: started) } }
                 do {
                     try fetchMissing(n.chunks, yielding: false, groupLimit: 16 << 20)
                     fetchedWhole(inode)

@@ -51,6 +51,15 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     let attached = Date()
     /// The background fetch does not start earlier than this after the mount.
     static let backgroundDelay: TimeInterval = 2
+    /// `LAZYPULL_TRACE_READS=1` in the layer host's environment logs every read that waited
+    /// for the registry: when, which chunk, how long.
+    static let traceReads = ProcessInfo.processInfo.environment["LAZYPULL_TRACE_READS"] == "1"
+
+    static func trace(_ what: String, since started: Date) {
+        let at = String(format: "%.3f", started.timeIntervalSince1970.truncatingRemainder(dividingBy: 1000))
+        let took = Int(Date().timeIntervalSince(started) * 1000)
+        FileHandle.standardError.write(Data("lazypull trace: \(at) \(what) took \(took) ms\n".utf8))
+    }
     /// Compressed bytes of file data in the blob (the TOC excluded).
     public let dataSize: Int64
     /// Whether any inode has an extended attribute. When none has, `getxattr` answers ENOSYS
@@ -160,11 +169,15 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
             defer { reads.end() }
             // A first read of a file fetches the rest of it in the same request: a program that
             // opens a file nearly always reads it to the end (one round trip instead of many).
+            let started = Date()
             if let head = needed.first, !cache.isPresent(head.index) {
                 try fetchMissing(Array(n.chunks[from...]), yielding: false, groupLimit: 16 << 20)
                 if from == 0 { fetchedWhole(inode) }
             }
             for chunk in needed { try cache.ensure(chunk) { try fetchChunk(chunk) } }
+            if Self.traceReads, let head = needed.first {
+                Self.trace("read inode \(inode) chunk at \(head.compressedStart)", since: started)
+            }
         } else {
             reads.touch()
         }

@@ -39,7 +39,7 @@ public final class ImagePuller: Sendable {
         // The program a container runs by default is fetched as soon as its layer is served.
         let lazy = lazy.map { options -> LazyLayerOptions in
             var options = options
-            options.prefetchPaths = config.defaultProgramPaths
+            options.prefetchPaths = config.startupPaths
             return options
         }
         let layers = try manifest.layers.enumerated().map { i, descriptor in
@@ -85,7 +85,9 @@ public final class ImagePuller: Sendable {
         var unpackedAny = false
         for layer in layers {
             guard case .success(let extractKey) = outcomes[layer.index]!, let key = extractKey else { continue }
-            unpackedAny = true
+            // Unpacked files are made durable below, all at once; a lazy layer's two files
+            // were synced as they were written (LazyLayers.write).
+            if key.hasPrefix(Self.extractKeyPrefix) { unpackedAny = true }
             let lock = try state.snapshots.lock(layer.chainID.description)
             defer { withExtendedLifetime(lock) {} }
             if try state.metadata.snapshot(layer.chainID.description) != nil {
@@ -123,6 +125,9 @@ public final class ImagePuller: Sendable {
     /// Makes one layer's snapshot: lazily read when `lazy` is set and the layer allows it,
     /// otherwise downloaded (or read from the content store) and unpacked. Returns the new
     /// uncommitted snapshot's key, or nil when the layer's snapshot already exists.
+    /// Keys of snapshots a layer is unpacked into (lazy ones start with `lazy-`).
+    static let extractKeyPrefix = "extract-"
+
     func unpackLayer(_ layer: LayerJob, reference: Reference, registry: RegistryClient, options: PullOptions,
                      lazy: LazyLayerOptions?, progress: PullProgress, slot: Int) throws -> String? {
         if try state.metadata.snapshot(layer.chainID.description) != nil {
@@ -145,7 +150,7 @@ public final class ImagePuller: Sendable {
                 }
             }
         }
-        let key = "extract-\(layer.chainID.encoded.prefix(16))-\(UUID().uuidString)"
+        let key = "\(Self.extractKeyPrefix)\(layer.chainID.encoded.prefix(16))-\(UUID().uuidString)"
         let snapshot = try state.snapshots.prepare(key: key, parent: nil)
         do {
             try download(layer, into: state.snapshots.fsPath(of: snapshot), registry: registry, progress: progress, slot: slot)

@@ -92,8 +92,11 @@ public struct LazyLayers: Sendable {
     }
 
     func write(_ spec: LazyLayerSpec, for snapshot: SnapshotRecord) throws {
-        let path = "\(state.snapshots.directory(of: snapshot))/\(Self.specFile)"
-        try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: path), options: .atomic)
+        let directory = state.snapshots.directory(of: snapshot)
+        try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: "\(directory)/\(Self.specFile)"), options: .atomic)
+        // The atomic write synced the file; this makes its name (and toc.json's) durable too.
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 { fsync(fd); close(fd) }
     }
 
     /// Lazy layers that some active snapshot or view (a mount, a container) stands on: they

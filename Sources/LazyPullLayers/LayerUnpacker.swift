@@ -57,19 +57,26 @@ public final class LayerUnpacker {
 
     /// Splits a tar name into clean components; rejects absolute names and `..`.
     public static func components(of name: String, entry: String) throws -> [String] {
-        if name.hasPrefix("/") {
+        // On UTF-8 bytes: splitting on Characters costs more than the rest of a tree build.
+        var utf8 = name.utf8[...]
+        if utf8.first == UInt8(ascii: "/") {
             throw LazyPullError(.hostileLayer, "layer entry \"\(entry)\" has an absolute path")
         }
         var parts: [String] = []
-        for part in name.split(separator: "/", omittingEmptySubsequences: true) {
-            if part == "." { continue }
-            if part == ".." {
+        parts.reserveCapacity(8)
+        while !utf8.isEmpty {
+            let end = utf8.firstIndex(of: UInt8(ascii: "/")) ?? utf8.endIndex
+            let part = utf8[..<end]
+            utf8 = end == utf8.endIndex ? utf8[end...] : utf8[utf8.index(after: end)...]
+            switch part.count {
+            case 0: continue
+            case 1 where part.first == UInt8(ascii: "."): continue
+            case 2 where part.elementsEqual("..".utf8):
                 throw LazyPullError(.hostileLayer, "layer entry \"\(entry)\" escapes the layer with '..'")
-            }
-            if part.utf8.count > 255 {
+            case 256...:
                 throw LazyPullError(.invalidLayer, "layer entry \"\(entry)\" has a name component longer than 255 bytes")
+            default: parts.append(String(Substring(part)))
             }
-            parts.append(String(part))
         }
         return parts
     }

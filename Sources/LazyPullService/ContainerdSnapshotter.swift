@@ -364,7 +364,7 @@ public final class ContainerdSnapshotter: Sendable {
             attachInBackground(spec) {
                 // The program a container runs by default is fetched as soon as it is served.
                 var spec = spec
-                spec.prefetchPaths = (try? image.config.wait())?.defaultProgramPaths
+                spec.prefetchPaths = (try? image.config.wait())?.startupPaths
                 return spec
             }
         }, notice: { serviceLog($0) })

@@ -123,6 +123,7 @@ public final class LayerHost: Sendable {
     /// Serves the merged tree of `specs` (bottom first) at `mountpoint`, attaching each layer
     /// first; nothing to do when that mountpoint is served already.
     func attachMerged(_ specs: [LazyLayerSpec], at mountpoint: String) throws {
+        let started = ContinuousClock.now
         if merged.withLock({ $0[mountpoint] }) != nil { return }
         // Attached in parallel, as separate attaches would be.
         let failures = Mutex<[any Error]>([])
@@ -140,10 +141,12 @@ public final class LayerHost: Sendable {
             if merged.withLock({ $0[mountpoint] }) != nil { return }
             var st = stat()
             if stat(mountpoint, &st) != 0 && errno == ENOTCONN { umount2(mountpoint, Int32(MNT_DETACH)) }
-            let server = FUSEServer(fileSystem: MergedFileSystem(layers: layers), mountpoint: mountpoint)
+            let tree = MergedFileSystem(layers: layers)
+            let built = ContinuousClock.now
+            let server = FUSEServer(fileSystem: tree, mountpoint: mountpoint)
             try server.start()
             merged.withLock { $0[mountpoint] = server }
-            serviceLog("serving \(layers.count) merged layers at \(mountpoint)")
+            serviceLog("serving \(layers.count) merged layers at \(mountpoint) after \(ContinuousClock.now - started) (tree built after \(built - started))")
             let watcher = Thread { [self] in
                 server.wait()
                 merged.withLock { if $0[mountpoint] === server { $0[mountpoint] = nil } }

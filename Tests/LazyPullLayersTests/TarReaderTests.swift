@@ -162,7 +162,8 @@ struct TarReaderTests {
 struct EntryNameTests {
     static let accepted: [(String, [String])] = [
         ("a/b/c", ["a", "b", "c"]), ("./a//b/", ["a", "b"]), ("./", []), ("a/./b", ["a", "b"]),
-        ("ünï/日本", ["ünï", "日本"]),
+        ("ünï/日本", ["ünï", "日本"]), ("...", ["..."]), (".a/..b/.", [".a", "..b"]),
+        (String(repeating: "n", count: 255), [String(repeating: "n", count: 255)]),
     ]
 
     @Test(arguments: accepted)
@@ -174,6 +175,13 @@ struct EntryNameTests {
     func rejectsEscapes(name: String) {
         #expect { try LayerUnpacker.components(of: name, entry: name) } throws: {
             ($0 as? LazyPullError)?.code == .hostileLayer
+        }
+    }
+
+    @Test func rejectsLongComponents() {
+        let name = "a/" + String(repeating: "n", count: 256)
+        #expect { try LayerUnpacker.components(of: name, entry: name) } throws: {
+            ($0 as? LazyPullError)?.code == .invalidLayer
         }
     }
 }

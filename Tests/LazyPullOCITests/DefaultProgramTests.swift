@@ -23,4 +23,20 @@ struct DefaultProgramTests {
     func paths(execution: String, expected: [String]) throws {
         #expect(try Self.config(execution).defaultProgramPaths == expected)
     }
+
+    @Test(arguments: [
+        (#""architecture": "amd64", "config": {"Cmd": ["/usr/bin/python3"]}"#,
+         ["/usr/bin/python3", "/lib64/ld-linux-x86-64.so.2", "/etc/ld.so.cache", "/etc/localtime", "/usr/lib/locale/C.utf8/LC_CTYPE",
+          "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache"]),
+        (#""architecture": "arm64", "config": {"Entrypoint": ["/app"]}"#,
+         ["/app", "/lib/ld-linux-aarch64.so.1", "/etc/ld.so.cache", "/etc/localtime", "/usr/lib/locale/C.utf8/LC_CTYPE",
+          "/usr/lib/aarch64-linux-gnu/gconv/gconv-modules.cache"]),
+        (#""architecture": "mips", "config": {"Cmd": ["/app"]}"#,
+         ["/app", "/etc/ld.so.cache", "/etc/localtime", "/usr/lib/locale/C.utf8/LC_CTYPE"]),
+        (#""architecture": "amd64", "config": {"Env": ["A=b"]}"#, []),
+    ])
+    func startupPaths(fields: String, expected: [String]) throws {
+        let json = #"{"rootfs": {"type": "layers", "diff_ids": []}, "# + fields + "}"
+        #expect(try JSONDecoder().decode(ImageConfig.self, from: Data(json.utf8)).startupPaths == expected)
+    }
 }
