@@ -44,7 +44,7 @@ let package = Package(
         ]),
         // containerd's snapshot service over gRPC; Generated/ comes from Protos/ (`make generate`).
         .target(name: "LazyPullContainerd", dependencies: [
-            "LazyPullService", "LazyPullOCI", "LazyPullContent",
+            "LazyPullService", "LazyPullImages", "LazyPullOCI", "LazyPullContent",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -32,7 +32,21 @@ public final class ImagePuller: Sendable {
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
         let registry = RegistryClient(reference: reference, options: options.registry)
-        let image = try StoredImage.fetch(reference, registry: registry, platform: options.platform, into: state.content)
+        // A lazy pull fetches the layers' TOCs while the config comes: a round trip less.
+        var tocsAhead: [Int: Pending<LazyLayers.VerifiedTOC>] = [:]
+        let image = try StoredImage.fetch(reference, registry: registry, platform: options.platform,
+                                          into: state.content) { manifest in
+            guard lazy != nil else { return }
+            for (i, layer) in manifest.layers.enumerated() where LayerTOCReader.format(of: layer) != nil {
+                let fetch = Pending<LazyLayers.VerifiedTOC>()
+                tocsAhead[i] = fetch
+                DispatchQueue.global().async {
+                    fetch.finish(Result {
+                        try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+                    })
+                }
+            }
+        }
         let manifest = image.manifest
         let config = image.config
         let chainIDs = image.chainIDs
@@ -42,6 +56,7 @@ public final class ImagePuller: Sendable {
             options.prefetchPaths = config.startupPaths
             return options
         }
+        let tocs = tocsAhead
         let layers = try manifest.layers.enumerated().map { i, descriptor in
             LayerJob(index: i, descriptor: descriptor, compression: try LayerCompression(mediaType: descriptor.mediaType),
                      diffID: config.rootfs.diffIDs[i], chainID: chainIDs[i])
@@ -63,7 +78,7 @@ public final class ImagePuller: Sendable {
                 defer { limiter.signal(); group.leave() }
                 let outcome = Result {
                     try self.unpackLayer(layer, reference: reference, registry: registry, options: options, lazy: lazy,
-                                         progress: progress, slot: slots[layer.index])
+                                         tocAhead: tocs[layer.index], progress: progress, slot: slots[layer.index])
                 }
                 results.withLock { $0[layer.index] = outcome }
             }
@@ -129,7 +144,8 @@ public final class ImagePuller: Sendable {
     static let extractKeyPrefix = "extract-"
 
     func unpackLayer(_ layer: LayerJob, reference: Reference, registry: RegistryClient, options: PullOptions,
-                     lazy: LazyLayerOptions?, progress: PullProgress, slot: Int) throws -> String? {
+                     lazy: LazyLayerOptions?, tocAhead: Pending<LazyLayers.VerifiedTOC>? = nil,
+                     progress: PullProgress, slot: Int) throws -> String? {
         if try state.metadata.snapshot(layer.chainID.description) != nil {
             progress.set(slot, state: "exists", done: layer.descriptor.size)
             return nil
@@ -142,7 +158,7 @@ public final class ImagePuller: Sendable {
                 do {
                     let key = try LazyLayers(state: state).prepare(
                         layer.descriptor, chainID: layer.chainID, reference: reference, registry: registry,
-                        registryOptions: options.registry, options: lazy)
+                        registryOptions: options.registry, options: lazy, toc: try tocAhead?.wait())
                     progress.set(slot, state: "lazy", done: 0)
                     return key
                 } catch {

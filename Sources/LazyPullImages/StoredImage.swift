@@ -13,10 +13,18 @@ struct StoredImage {
 
     static func fetch(_ reference: Reference, registry: RegistryClient, platform: Platform,
                       into content: ContentStore) throws -> StoredImage {
+        try fetch(reference, registry: registry, platform: platform, into: content, whileConfigComes: { _ in })
+    }
+
+    /// The same, calling `resolved` with the manifest before the config is fetched: work that
+    /// needs only the manifest (a lazy layer's TOC) overlaps the config's round trip.
+    static func fetch(_ reference: Reference, registry: RegistryClient, platform: Platform, into content: ContentStore,
+                      whileConfigComes manifestKnown: (Manifest) -> Void) throws -> StoredImage {
         let resolved = try registry.resolve(platform: platform)
         let manifest = resolved.manifestValue
         if let index = resolved.index { try content.write(index.bytes, as: index.descriptor.digest) }
         try content.write(resolved.manifest.bytes, as: resolved.manifest.descriptor.digest)
+        manifestKnown(manifest)
         let configBytes = content.contains(manifest.config.digest)
             ? try content.read(manifest.config.digest)
             : try registry.fetchBlob(manifest.config)
