@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import LazyPullContent
+import LazyPullImages
 import LazyPullOCI
 import LazyPullService
 import SwiftProtobuf
@@ -88,12 +89,14 @@ public struct SnapshotsService: Containerd_Services_Snapshots_V1_Snapshots.Simpl
         return Google_Protobuf_Empty()
     }
 
-    /// Runs `work` on a dispatch queue; a ``LazyPullError`` becomes the gRPC status containerd
+    /// Runs `work` on a thread of its own (it blocks: a Prepare fetches over the network, and
+    /// a dispatch queue would make the next call wait for a free worker); a ``LazyPullError``
+    /// becomes the gRPC status containerd
     /// checks for (its errdefs map NotFound, AlreadyExists, InvalidArgument, FailedPrecondition).
     private func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         do {
             return try await withCheckedThrowingContinuation { continuation in
-                DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+                BlockingThread.run { continuation.resume(with: Result { try work() }) }
             }
         } catch let error as LazyPullError {
             throw RPCError(code: Self.code(of: error), message: error.message)

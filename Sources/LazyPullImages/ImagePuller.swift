@@ -38,12 +38,8 @@ public final class ImagePuller: Sendable {
                                           into: state.content) { manifest in
             guard lazy != nil else { return }
             for (i, layer) in manifest.layers.enumerated() where LayerTOCReader.format(of: layer) != nil {
-                let fetch = Pending<LazyLayers.VerifiedTOC>()
-                tocsAhead[i] = fetch
-                DispatchQueue.global().async {
-                    fetch.finish(Result {
-                        try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
-                    })
+                tocsAhead[i] = Pending.start {
+                    try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
                 }
             }
         }

@@ -25,7 +25,7 @@ public final class RegistryClient: Sendable {
     let baseURL: String
     let http: HTTPClient
     let authorizer: Authorizer
-    let options: RegistryOptions
+    public let options: RegistryOptions
     let pullScope: String
     let pushScope: String
 
@@ -162,6 +162,7 @@ public final class RegistryClient: Sendable {
         var body: [UInt8] = []
         body.reserveCapacity(Int(length))
         var position: Int64 = 0        // blob offset of the next byte the server sends
+        var partial = false            // a 206: the body is the range and ends by itself
         let url = "\(baseURL)/blobs/\(digest)"
         let end = offset + length
         let request = HTTPRequest(url: url, headers: [("Range", "bytes=\(offset)-\(end - 1)"), ("Accept-Encoding", "identity")])
@@ -174,16 +175,54 @@ public final class RegistryClient: Sendable {
                 return
             }
             body.append(contentsOf: chunk[Int(from - chunkStart)..<Int(to - chunkStart)])
-            if position >= end { throw RangeComplete() }
+            // A whole blob (200) is cut off once the range is in. A 206 is read to its end:
+            // aborting a transfer closes its connection, and the next request would pay for
+            // a new one (a round trip, more with TLS).
+            if position >= end && !partial { throw RangeComplete() }
         }, restart: {
             body.removeAll(keepingCapacity: true)
         }, onHead: { status in
-            position = status == 206 ? offset : 0
+            partial = status == 206
+            position = partial ? offset : 0
         }, stopSignal: { $0 is RangeComplete })
         guard body.count == Int(length) else {
             throw LazyPullError(.registry, "blob \(digest) from \(reference.domain): short range, \(body.count) of \(length) bytes")
         }
         return body
+    }
+
+    /// The last `length` bytes of a blob and the blob's size, for when the size is not known
+    /// yet: a suffix range (`Range: bytes=-N`, RFC 9110 §14.1.1), the size taken from
+    /// `Content-Range`. A server that ignores Range sends the whole blob; its tail is kept.
+    public func fetchTail(_ digest: Digest, length: Int64) throws -> (bytes: [UInt8], size: Int64) {
+        precondition(length > 0)
+        let keep = Int(length)
+        var body: [UInt8] = []
+        var received: Int64 = 0
+        var partial = false
+        let request = HTTPRequest(url: "\(baseURL)/blobs/\(digest)",
+                                  headers: [("Range", "bytes=-\(length)"), ("Accept-Encoding", "identity")])
+        let what = "blob \(digest) last \(length) bytes"
+        let response = try send(request, what: what, sink: { chunk in
+            received += Int64(chunk.count)
+            body.append(contentsOf: chunk)
+            if !partial && body.count >= 2 * keep { body.removeFirst(body.count - keep) }
+        }, restart: {
+            body.removeAll(keepingCapacity: true)
+            received = 0
+        }, onHead: { status in partial = status == 206 })
+        guard partial else {
+            return (Array(body.suffix(keep)), received)
+        }
+        // "bytes first-last/size"
+        guard let range = response.header("content-range"), range.hasPrefix("bytes "),
+              let slash = range.firstIndex(of: "/"), let size = Int64(range[range.index(after: slash)...]),
+              let dash = range.firstIndex(of: "-"), let first = Int64(range[range.index(range.startIndex, offsetBy: 6)..<dash]),
+              let last = Int64(range[range.index(after: dash)..<slash]),
+              last == size - 1, last - first + 1 == Int64(body.count), body.count <= keep else {
+            throw LazyPullError(.registry, "\(what) from \(reference.domain): invalid Content-Range \"\(response.header("content-range") ?? "")\" for \(body.count) bytes")
+        }
+        return (body, size)
     }
 
     /// Thrown by a sink to end a transfer early on purpose (a 200 answer to a Range request

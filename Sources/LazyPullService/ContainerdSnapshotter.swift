@@ -127,6 +127,9 @@ public final class ContainerdSnapshotter: Sendable {
     let settings: FetchSettings
     private let images = Mutex<[String: ResolvedRemoteImage]>([:])
     private let tocs = Mutex<[Digest: Pending<LazyLayers.VerifiedTOC>]>([:])
+    /// Blob tails fetched before the manifest is known (``fetchTailsAhead(_:)``).
+    private let tails = Mutex<[Digest: Pending<BlobTail>]>([:])
+    private let clients = Mutex<[String: RegistryClient]>([:])
     /// Remote layers whose FUSE mount is being set up, by mountpoint.
     private let attaches = Mutex<[String: Pending<Void>]>([:])
 
@@ -338,6 +341,7 @@ public final class ContainerdSnapshotter: Sendable {
             try host.attach(spec)
             return existing
         }
+        if labels[Self.estargzTOCLabel] != nil { fetchTailsAhead(request) }
         let cached = try resolve(request.reference)
         let image: ResolvedRemoteImage
         if cached.manifest.layers.contains(where: { $0.digest == request.layer }) {
@@ -390,7 +394,7 @@ public final class ContainerdSnapshotter: Sendable {
     private func attachInBackground(_ spec: LazyLayerSpec, completing complete: @escaping @Sendable () -> LazyLayerSpec) {
         let pending = Pending<Void>()
         attaches.withLock { $0[spec.mountpoint] = pending }
-        DispatchQueue.global().async { [self] in
+        BlockingThread.run { [self] in
             let outcome = Result { try host.attach(complete()) }
             if case .failure(let error) = outcome { serviceLog("cannot serve remote layer \(spec.descriptor.digest): \(error)") }
             pending.finish(outcome)
@@ -414,16 +418,11 @@ public final class ContainerdSnapshotter: Sendable {
     /// a layer asked for is not in it: the tag moved).
     private func resolve(_ text: String) throws -> ResolvedRemoteImage {
         if let cached = images.withLock({ $0[text] }) { return cached }
-        let reference = try Reference(parsing: text)
-        var options = RegistryOptions()
-        options.plainHTTP = settings.plainHTTP
-        let registry = RegistryClient(reference: reference, options: options)
+        let registry = try client(for: text)
+        let reference = registry.reference, options = registry.options
         let manifest = try registry.resolve(platform: .host).manifestValue
-        let config = Pending<ImageConfig>()
-        DispatchQueue.global().async {
-            config.finish(Result {
-                try JSONDecoder().decode(ImageConfig.self, from: Data(registry.fetchBlob(manifest.config, limit: 8 << 20)))
-            })
+        let config = Pending.start {
+            try JSONDecoder().decode(ImageConfig.self, from: Data(registry.fetchBlob(manifest.config, limit: 8 << 20)))
         }
         let image = ResolvedRemoteImage(reference: reference, registry: registry, options: options, manifest: manifest,
                                         config: config)
@@ -431,12 +430,56 @@ public final class ContainerdSnapshotter: Sendable {
         return image
     }
 
+    /// One client per reference, so that the manifest, the tails and the TOCs share
+    /// connections.
+    private func client(for text: String) throws -> RegistryClient {
+        if let client = clients.withLock({ $0[text] }) { return client }
+        var options = RegistryOptions()
+        options.plainHTTP = settings.plainHTTP
+        let client = RegistryClient(reference: try Reference(parsing: text), options: options)
+        return clients.withLock { $0[text, default: client] }
+    }
+
+    /// containerd copies a layer's `containerd.io/snapshot/*` annotations into the labels of
+    /// its Prepare; this one (eStargz's TOC digest) says the image is eStargz before its
+    /// manifest has been fetched.
+    static let estargzTOCLabel = "containerd.io/snapshot/stargz/toc.digest"
+
+    /// Starts fetching the end of every layer of the image (footer and TOC) by digest alone,
+    /// while the manifest is resolved: the TOC of the first layer containerd asks for is then
+    /// one round trip away instead of three. The bytes are trusted only once the manifest
+    /// has come and the TOC verifies against its annotation (``tocFetch(for:image:)``).
+    private func fetchTailsAhead(_ request: RemoteLayerRequest) {
+        guard let registry = try? client(for: request.reference) else { return }
+        for digest in [request.layer] + request.imageLayers {
+            let fetch: Pending<BlobTail>? = tails.withLock { tails in
+                guard tails[digest] == nil, tocs.withLock({ $0[digest] }) == nil else { return nil }
+                let fetch = Pending<BlobTail>()
+                tails[digest] = fetch
+                return fetch
+            }
+            guard let fetch else { continue }
+            fetch.start {
+                let (bytes, size) = try registry.fetchTail(digest, length: Self.tailAhead)
+                return BlobTail(bytes: bytes, size: size)
+            }
+        }
+    }
+
+    /// Enough for the footer and TOC of most layers (the python image's 57 MB layer has a
+    /// 445 KB TOC).
+    static let tailAhead: Int64 = 512 << 10
+
     /// Starts fetching the TOCs of the image's other lazily readable layers, in parallel:
     /// containerd asks for them one by one, bottom first.
     private func fetchTOCsAhead(of image: ResolvedRemoteImage, layers: [Digest]) {
         let wanted = Set(layers)
-        for layer in image.manifest.layers where wanted.contains(layer.digest) && LayerTOCReader.format(of: layer) != nil {
-            _ = tocFetch(for: layer, image: image)
+        for layer in image.manifest.layers where wanted.contains(layer.digest) {
+            if LayerTOCReader.format(of: layer) != nil {
+                _ = tocFetch(for: layer, image: image)
+            } else {
+                tails.withLock { _ = $0.removeValue(forKey: layer.digest) }
+            }
         }
     }
 
@@ -449,13 +492,31 @@ public final class ContainerdSnapshotter: Sendable {
         }
         if started {
             let registry = image.registry
-            DispatchQueue.global().async {
-                fetch.finish(Result {
-                    try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
-                })
+            let tail = tails.withLock { $0.removeValue(forKey: layer.digest) }
+            fetch.start {
+                // A tail fetched ahead serves the reads it covers, if it is of this blob's size.
+                let ahead = (try? tail?.wait()).flatMap { $0.size == layer.size ? $0 : nil }
+                return try LayerTOCReader.fetchVerified(layer) { offset, length in
+                    if let bytes = ahead?.bytes(at: offset, length: length) { return bytes }
+                    return try registry.fetchRange(layer.digest, offset: offset, length: length)
+                }
             }
         }
         return fetch
+    }
+}
+
+/// The last bytes of a blob and the blob's size.
+struct BlobTail: Sendable {
+    var bytes: [UInt8]
+    var size: Int64
+
+    /// `length` bytes at blob offset `offset`, when the tail holds all of them.
+    func bytes(at offset: Int64, length: Int64) -> [UInt8]? {
+        let start = size - Int64(bytes.count)
+        guard offset >= start, length >= 0, offset + length <= size else { return nil }
+        let from = Int(offset - start)
+        return Array(bytes[from..<from + Int(length)])
     }
 }
 

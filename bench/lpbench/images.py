@@ -148,37 +148,45 @@ def reference(registry, image, fmt):
     return f"{registry}/bench/{image.name}:{fmt}"
 
 
-def publish(image, oci, registry, cache, converter):
-    """Pushes `image` as gzip and its conversions (eStargz, eStargz optimized for its workload,
-    zstd:chunked) to `registry`, unless the registry's (cached) storage has them already.
-    `converter` is a running containerd's socket, where ctr-remote converts."""
-    if published(image, oci, cache):
+def publish(image, oci, registry, cache, converter, formats=FORMATS):
+    """Pushes `image` as gzip and the conversions in `formats` (eStargz, eStargz optimized for
+    its workload, zstd:chunked) to `registry`, unless the registry's (cached) storage has them
+    already. `converter` is a running containerd's socket, where ctr-remote converts."""
+    missing = [f for f in ("gzip", *formats) if not published(image, oci, cache, [f])]
+    if not missing:
         return
-    print(f"converting the {image.name} image (gzip, eStargz, eStargz optimized, zstd:chunked)...", flush=True)
+    print(f"converting the {image.name} image ({', '.join(missing)})...", flush=True)
     src = reference(registry, image, "gzip")
-    run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{oci}", f"docker://{src}"])
+    if "gzip" in missing:
+        run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{oci}", f"docker://{src}"])
+        open(_marker(image, oci, cache, "gzip"), "w").close()
     ctr = ["ctr-remote", "--address", converter]
-    run(ctr + ["images", "pull", "--plain-http", src])
     conversions = {
         "estargz": ["images", "convert", "--estargz", "--oci", src],
         "zstdchunked": ["images", "convert", "--zstdchunked", "--oci", src],
         "estargz-opt": ["images", "optimize", "--oci", "--entrypoint", json.dumps(list(image.workload[:1])),
                         "--args", json.dumps(list(image.workload[1:])), src],
     }
+    pulled = False
     for fmt, args in conversions.items():
+        if fmt not in missing:
+            continue
+        if not pulled:
+            run(ctr + ["images", "pull", "--plain-http", src])
+            pulled = True
         dst = reference(registry, image, fmt)
         run(ctr + args + [dst])
         run(ctr + ["images", "push", "--plain-http", dst])
-    open(_marker(image, oci, cache), "w").close()
+        open(_marker(image, oci, cache, fmt), "w").close()
 
 
-def _marker(image, oci, cache):
-    return os.path.join(cache, "registry", f"published-{image.name}-{_layout_digest(oci)}")
+def _marker(image, oci, cache, fmt):
+    return os.path.join(cache, "registry", f"published-{image.name}-{_layout_digest(oci)}-{fmt}")
 
 
-def published(image, oci, cache):
-    """Whether the cached registry storage holds `image` in every format already."""
-    return os.path.exists(_marker(image, oci, cache))
+def published(image, oci, cache, formats=FORMATS):
+    """Whether the cached registry storage holds `image` in `formats` already."""
+    return all(os.path.exists(_marker(image, oci, cache, f)) for f in ("gzip", *formats))
 
 
 def _layout_digest(oci):

@@ -182,7 +182,8 @@ def write(data, out):
     for name, image in data["images"].items():
         sizes = image["compressed_bytes"]
         lines.append(f"| {name} | `{' '.join(image['workload'])}` | " +
-                     " | ".join(f"{sizes[f] / 1e6:.1f} MB" for f in ("gzip", "estargz", "estargz-opt", "zstdchunked")) + " |")
+                     " | ".join(f"{sizes[f] / 1e6:.1f} MB" if f in sizes else "—"
+                                for f in ("gzip", "estargz", "estargz-opt", "zstdchunked")) + " |")
     lines.append("")
 
     charts = draw_charts(out)
