@@ -72,6 +72,29 @@ struct LayerTOCTests {
         } throws: { ($0 as? LazyPullError)?.code == .digestMismatch }
     }
 
+    @Test("a blob's tail by suffix range: the same bytes and size as a range of the known size, also from a server that ignores Range")
+    func tailBySuffixRange() throws {
+        let tmp = try TemporaryDirectory("tail")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "small:v1", "1"])
+        let port = freePort()
+        let front = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path, ["--ignore-range"])
+        defer { front.stop() }
+        for host in [registry.host, "127.0.0.1:\(port)"] {
+            let client = RegistryClient(reference: try Reference(parsing: "\(host)/small:v1"))
+            let layers = try client.resolve(platform: .host).manifestValue.layers
+            for layer in layers {
+                for length: Int64 in [1, 51, layer.size, layer.size + 4096] {
+                    let (bytes, size) = try client.fetchTail(layer.digest, length: length)
+                    let kept = min(length, layer.size)
+                    #expect(size == layer.size, "\(host): size of \(layer.digest)")
+                    #expect(bytes == (try client.fetchRange(layer.digest, offset: layer.size - kept, length: kept)),
+                            "\(host): last \(length) bytes of \(layer.digest)")
+                }
+            }
+        }
+    }
+
     @Test("plain gzip layers are not lazy")
     func plainLayersAreNotLazy() throws {
         let d = Descriptor(mediaType: MediaType.ociLayerGzip, digest: Digest.sha256(of: [1]), size: 100)
