@@ -119,7 +119,7 @@ class DelayProxy:
             client_writer.close()
             return
         await asyncio.gather(self._pump(client_reader, upstream_writer, self.up),
-                             self._pump(upstream_reader, client_writer, self.down))
+                             self._pump(upstream_reader, client_writer, self.down), return_exceptions=True)
         for writer in (client_writer, upstream_writer):
             try:
                 writer.close()
@@ -159,4 +159,9 @@ class DelayProxy:
         try:
             await delivery
         except (ConnectionError, OSError):
-            delivery.cancel()
+            pass
+        finally:
+            # A peer that went away leaves the delivery waiting on a dead writer: end it here,
+            # not when the loop collects it.
+            if not delivery.done():
+                delivery.cancel()
