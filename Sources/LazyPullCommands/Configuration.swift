@@ -34,9 +34,10 @@ struct Configuration: Decodable, Equatable {
         /// Plain HTTP for every registry (loopback registries always use it).
         var plainHTTP = false
         /// Fetch the files before `.prefetch.landmark` when a layer is mounted, and wait up to
-        /// `prefetch_wait_seconds` for them before the mount is reported ready.
+        /// `prefetch_wait_seconds` for them before the mount is reported ready (by default not:
+        /// the prefetch streams, and a read waits only for the chunks it needs).
         var prefetch = true
-        var prefetchWaitSeconds = 10
+        var prefetchWaitSeconds = 0
 
         enum CodingKeys: String, CodingKey {
             case timeoutSeconds = "timeout_seconds", background, plainHTTP = "plain_http", prefetch

@@ -51,7 +51,7 @@ extension LayerFileSystem {
                 let started = Date()
                 defer { if Self.traceReads { Self.trace("prefetch \(path) chunk at \(head.compressedStart)", since: started) } }
                 do {
-                    try fetchMissing(n.chunks, yielding: false, groupLimit: 16 << 20)
+                    try fetchMissing(Array(Self.chunksAhead(n.chunks, from: 0, through: 0)), yielding: false, groupLimit: .max)
                     fetchedWhole(inode)
                 } catch {
                     // A prefetch is a guess: the read that needs the file fetches it again.

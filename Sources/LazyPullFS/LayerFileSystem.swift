@@ -31,6 +31,11 @@ struct Node: Sendable {
     var chunks: [Chunk] = []
 }
 
+/// Reads bytes `offset ..< offset + length` of a layer's blob, passing them to `sink` in order
+/// as they arrive (one HTTP Range request: `RegistryClient.streamRange`).
+public typealias BlobRangeReader = @Sendable (_ offset: Int64, _ length: Int64,
+                                              _ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+
 /// The file system of one eStargz or zstd:chunked layer, in overlayfs lower format, built from
 /// its verified table of contents. Metadata is answered from memory; file contents are
 /// fetched chunk by chunk through `fetch` (HTTP Range) the first time they are read, verified
@@ -38,7 +43,7 @@ struct Node: Sendable {
 public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     var nodes: [Node] = []                   // index = inode - 1; immutable after init
     private let format: LazyLayerFormat
-    private let fetch: @Sendable (Int64, Int64) throws -> [UInt8]
+    private let fetch: BlobRangeReader
     let cache: LayerDataCache
     /// Every chunk in blob order; the chunks of files before `.prefetch.landmark` come first
     /// in `prefetchCount`.
@@ -51,6 +56,10 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     let attached = Date()
     /// The background fetch does not start earlier than this after the mount.
     static let backgroundDelay: TimeInterval = 2
+    /// A first read fetches the rest of its file when that is at most this many compressed
+    /// bytes; past a larger file's read it fetches `readAhead` bytes more.
+    static let wholeFileLimit: Int64 = 8 << 20
+    static let readAhead: Int64 = 2 << 20
     /// `LAZYPULL_TRACE_READS=1` in the layer host's environment logs every read that waited
     /// for the registry: when, which chunk, how long.
     static let traceReads = ProcessInfo.processInfo.environment["LAZYPULL_TRACE_READS"] == "1"
@@ -87,7 +96,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     /// whose background fetch should yield to them (by default, this layer's alone).
     public init(located: LayerTOCReader.Located, layer: Digest, cacheDirectory: String,
                 reads: ReadActivity = ReadActivity(),
-                fetch: @escaping @Sendable (Int64, Int64) throws -> [UInt8]) throws {
+                fetch: @escaping BlobRangeReader) throws {
         self.reads = reads
         self.format = located.format
         self.fetch = fetch
@@ -167,12 +176,9 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
             // The background fetch yields while on-demand reads wait.
             reads.begin()
             defer { reads.end() }
-            // A first read of a file fetches the rest of it in the same request: a program that
-            // opens a file nearly always reads it to the end (one round trip instead of many).
             let started = Date()
             if let head = needed.first, !cache.isPresent(head.index) {
-                try fetchMissing(Array(n.chunks[from...]), yielding: false, groupLimit: 16 << 20)
-                if from == 0 { fetchedWhole(inode) }
+                try fetchAhead(inode, chunks: n.chunks, from: from, through: to - 1)
             }
             for chunk in needed { try cache.ensure(chunk) { try fetchChunk(chunk) } }
             if Self.traceReads, let head = needed.first {
@@ -180,6 +186,10 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
             }
         } else {
             reads.touch()
+            // A large file read in order: its read-ahead moves on before the reader gets there.
+            if to < n.chunks.count, Self.isLarge(n.chunks[from...]), !cache.isPresent(n.chunks[to].index) {
+                try? fetchAhead(inode, chunks: n.chunks, from: to, through: nil)
+            }
         }
         // The file's bytes are contiguous in the cache.
         return (first.dataOffset - first.fileOffset + offset, Int(end - offset))
@@ -201,21 +211,61 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 
     public func xattrNames(_ inode: UInt64) throws -> [String] { try node(inode).xattrs.map(\.name) }
 
+    /// Fetches what a read of a file wants, `from...through` (nil: nothing, it reads ahead),
+    /// and what comes with it (``chunksAhead(_:from:through:)``) in one request. The chunks
+    /// under the read come first in the stream: when more follows, the rest streams on a
+    /// thread of its own and the read goes on as soon as its own chunks are in.
+    private func fetchAhead(_ inode: UInt64, chunks: [Chunk], from: Int, through: Int?) throws {
+        var wanted = Self.chunksAhead(chunks, from: from, through: through ?? from)
+        var runs: [[Chunk]] = []
+        while let run = claimRun(&wanted, groupLimit: .max) { runs.append(run) }
+        guard let lastClaimed = runs.last?.last else { return }
+        if let through, lastClaimed.index <= chunks[through].index {
+            try fetchRuns(runs)
+            fetchedWhole(inode)
+            return
+        }
+        let thread = Thread { [self, runs] in
+            try? fetchRuns(runs)     // a reader of a chunk that failed fetches it itself
+            fetchedWhole(inode)
+        }
+        thread.stackSize = 512 << 10
+        thread.start()
+    }
+
+    /// The chunks of a file (`chunks`, in file order) that a fetch wanting `from...through`
+    /// takes: the rest of the file when that is at most ``wholeFileLimit`` compressed bytes,
+    /// since a program that opens a file nearly always reads it to the end (one round trip
+    /// instead of many); else the chunks wanted and ``readAhead`` bytes past them, at least one
+    /// chunk (a JVM's module image or ICU's data is read in parts, and fetching all of it would
+    /// cost more than the round trips it saves).
+    static func chunksAhead(_ chunks: [Chunk], from: Int, through: Int) -> ArraySlice<Chunk> {
+        let rest = chunks[from...]
+        guard isLarge(rest) else { return rest }
+        let wantedEnd = chunks[through].compressedEnd
+        let end = rest[(through + 1)...].firstIndex { $0.compressedEnd - wantedEnd > readAhead } ?? rest.endIndex
+        return chunks[from..<max(end, min(through + 2, rest.endIndex))]
+    }
+
+    /// Whether `chunks` (of one file) are more than ``wholeFileLimit`` compressed bytes.
+    static func isLarge(_ chunks: ArraySlice<Chunk>) -> Bool {
+        guard let first = chunks.first, let last = chunks.last else { return false }
+        return last.compressedEnd - first.compressedStart > wholeFileLimit
+    }
+
     // MARK: Chunks
 
     /// Fetches, decompresses and verifies one chunk. A chunk whose digest does not match is
     /// an error (the read fails with EIO), never data.
     private func fetchChunk(_ chunk: Chunk) throws -> [UInt8] {
-        let compressed = try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart)
-        activity.withLock { $0.fetchedBytes += Int64(compressed.count); $0.fetchRequests += 1 }
+        var compressed: [UInt8] = []
+        compressed.reserveCapacity(Int(chunk.compressedEnd - chunk.compressedStart))
+        defer { activity.withLock { $0.fetchedBytes += Int64(compressed.count); $0.fetchRequests += 1 } }
+        try fetch(chunk.compressedStart, chunk.compressedEnd - chunk.compressedStart) { compressed.append(contentsOf: $0) }
         return try decode(chunk, from: compressed)
     }
 
     /// Decompresses and verifies one chunk from its compressed bytes.
-    private func decode(_ chunk: Chunk, from compressed: ArraySlice<UInt8>) throws -> [UInt8] {
-        try decode(chunk, from: Array(compressed))
-    }
-
     private func decode(_ chunk: Chunk, from compressed: [UInt8]) throws -> [UInt8] {
         let source: ByteSource = format == .estargz ? IsalGzipSource(MemorySource(compressed))
                                                     : try ZstdSource(MemorySource(compressed))
@@ -292,7 +342,7 @@ extension LayerFileSystem {
     public func fetchAll(background: Bool, prefetch: Bool = true, budget: @escaping @Sendable () -> Bool = { true }) {
         activity.withLock { $0.background = .prefetching }
         let prefetched = Result {
-            if prefetch { try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false) }
+            if prefetch { try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false, groupLimit: .max) }
         }
         activity.withLock { $0.prefetchFinished = true }
         do {
@@ -333,43 +383,107 @@ extension LayerFileSystem {
         activity.withLock { $0.background = .running }
     }
 
-    /// Fetches the chunks not cached yet, grouping runs that sit next to each other in the blob
-    /// into one Range request of at most `groupLimit` compressed bytes. Background groups stay
-    /// small (1 MiB: 80 ms at 100 Mbit/s), so an on-demand read never waits long behind one.
+    /// Fetches the chunks of `chunks` not cached yet, as runs that sit next to each other in
+    /// the blob, of at most `groupLimit` compressed bytes, one Range request each. Background
+    /// runs stay small (1 MiB: 80 ms at 100 Mbit/s) and are claimed one at a time, so the
+    /// background fetch yields to on-demand reads between them and holds no claim meanwhile.
     func fetchMissing(_ chunks: [Chunk], yielding: Bool, groupLimit: Int64 = 1 << 20,
                       budget: () -> Bool = { true }) throws {
-        var group: [Chunk] = []
-        func flush() throws {
-            guard let first = group.first, let last = group.last else { return }
-            // Readers of these chunks wait for this fetch instead of starting their own. The
-            // fetch itself never waits for readers: that would deadlock on our own claims.
-            let claimed = Set(group.map(\.index))
-            defer { cache.release(claimed) }
-            let compressed = try fetch(first.compressedStart, last.compressedEnd - first.compressedStart)
-            activity.withLock { $0.fetchedBytes += Int64(compressed.count); $0.fetchRequests += 1 }
-            for chunk in group {
-                let from = Int(chunk.compressedStart - first.compressedStart)
-                let to = Int(chunk.compressedEnd - first.compressedStart)
-                let bytes = try decode(chunk, from: compressed[from..<to])
-                try cache.store(bytes, for: chunk)
-            }
-            group.removeAll()
+        var rest = chunks[...]
+        guard yielding else {
+            var runs: [[Chunk]] = []
+            while let run = claimRun(&rest, groupLimit: groupLimit) { runs.append(run) }
+            return try fetchRuns(runs)
         }
-        for chunk in chunks where !cache.isPresent(chunk.index) {
-            if let last = group.last, last.compressedEnd != chunk.compressedStart
-                || chunk.compressedEnd - group[0].compressedStart > groupLimit {
-                try flush()
+        while !rest.isEmpty {
+            waitWhileReadsWait()
+            if activity.withLock({ $0.stopped }) { throw BackgroundFetchStopped() }
+            guard budget() else { throw CacheFull() }
+            guard let run = claimRun(&rest, groupLimit: groupLimit) else { return }
+            try fetchClaimed(run)
+        }
+    }
+
+    /// Claims the next run of chunks from the front of `chunks` that are neither cached nor
+    /// being fetched, contiguous in the blob and at most `groupLimit` compressed bytes,
+    /// consuming what it looked at; nil when none is left. Readers of claimed chunks wait for
+    /// the claimer's fetch instead of starting their own; every run claimed is fetched with
+    /// ``fetchClaimed(_:)``, which ends the claims.
+    func claimRun(_ chunks: inout ArraySlice<Chunk>, groupLimit: Int64) -> [Chunk]? {
+        var run: [Chunk] = []
+        while let chunk = chunks.first {
+            if let last = run.last, last.compressedEnd != chunk.compressedStart
+                || chunk.compressedEnd - run[0].compressedStart > groupLimit {
+                break
             }
-            // The background yields to on-demand reads, before it claims anything.
-            if yielding && group.isEmpty {
-                waitWhileReadsWait()
-                if activity.withLock({ $0.stopped }) { throw BackgroundFetchStopped() }
-                guard budget() else { throw CacheFull() }
-            }
+            chunks.removeFirst()
             // Someone else fetching it ends the run: contiguity is what makes one request.
-            guard cache.claim(chunk.index) else { try flush(); continue }
-            group.append(chunk)
+            guard !cache.isPresent(chunk.index), cache.claim(chunk.index) else {
+                if run.isEmpty { continue } else { break }
+            }
+            run.append(chunk)
         }
-        try flush()
+        return run.isEmpty ? nil : run
+    }
+
+    /// Fetches claimed runs one after another; when one fails, the claims of the ones after
+    /// it are ended too and the error is thrown.
+    func fetchRuns(_ runs: [[Chunk]]) throws {
+        for (i, run) in runs.enumerated() {
+            do {
+                try fetchClaimed(run)
+            } catch {
+                cache.release(Set(runs[(i + 1)...].joined().map(\.index)))
+                throw error
+            }
+        }
+    }
+
+    /// Fetches a claimed run of chunks with one streamed Range request. Each chunk is
+    /// decompressed, verified, stored and released as soon as its last byte arrives, so a
+    /// reader waiting for it does not wait for the rest of the run, and only about a chunk's
+    /// worth of compressed bytes is held at a time, in one buffer allocated once (a growing
+    /// or shifting array left the allocator holding 10 MiB more after a background fetch).
+    /// Every claim of the run is ended, whatever happens; chunks not stored are left for
+    /// their readers to fetch.
+    func fetchClaimed(_ run: [Chunk]) throws {
+        guard let first = run.first, let last = run.last else { return }
+        var next = 0                 // the first chunk of the run not stored yet
+        var received: Int64 = 0
+        defer {
+            cache.release(Set(run[next...].map(\.index)))
+            activity.withLock { $0.fetchedBytes += received; $0.fetchRequests += 1 }
+        }
+        // Compressed bytes from run[next].compressedStart on: room for the largest chunk.
+        let capacity = Int(run.map { $0.compressedEnd - $0.compressedStart }.max() ?? 0)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
+        defer { buffer.deallocate() }
+        var filled = 0
+        try fetch(first.compressedStart, last.compressedEnd - first.compressedStart) { bytes in
+            received += Int64(bytes.count)
+            var input = bytes[...]
+            while !input.isEmpty && next < run.count {
+                let n = min(input.count, capacity - filled)
+                UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<(filled + n)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: input.prefix(n)))
+                filled += n
+                input = input.dropFirst(n)
+                var used = 0
+                while next < run.count {
+                    let chunk = run[next]
+                    let size = Int(chunk.compressedEnd - chunk.compressedStart)
+                    guard filled - used >= size else { break }
+                    let compressed = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[used..<(used + size)]))
+                    try cache.store(try decode(chunk, from: compressed), for: chunk)
+                    cache.release([chunk.index])
+                    used += size
+                    next += 1
+                }
+                if used > 0 {
+                    if filled > used { memmove(buffer.baseAddress!, buffer.baseAddress! + used, filled - used) }
+                    filled -= used
+                }
+            }
+        }
     }
 }

@@ -27,7 +27,7 @@ public struct LazyLayerSpec: Codable, Sendable, Equatable {
     public var backgroundFetch: Bool
     /// Fetch the files before `.prefetch.landmark` at once (nil: yes).
     public var prefetch: Bool?
-    /// How long an attach waits for that prefetch (nil: 10 s).
+    /// How long an attach waits for that prefetch (nil: not at all).
     public var prefetchWaitSeconds: Int?
     /// The background fetch stops while the root's layer data cache holds more than this
     /// (nil or 0: no limit).
@@ -60,7 +60,7 @@ public struct LazyLayerOptions: Sendable {
     public var fetchTimeoutSeconds = 30
     public var backgroundFetch = true
     public var prefetch = true
-    public var prefetchWaitSeconds = 10
+    public var prefetchWaitSeconds = 0
     public var cacheLimitBytes: Int64 = 0
     /// See ``LazyLayerSpec/prefetchPaths``.
     public var prefetchPaths: [String] = []

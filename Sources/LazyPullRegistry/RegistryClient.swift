@@ -138,7 +138,7 @@ public final class RegistryClient: Sendable {
         var delivered: Int64 = 0
         var skip: Int64 = 0
         let url = "\(baseURL)/blobs/\(digest)"
-        try send(HTTPRequest(url: url), what: "blob \(digest)", range: { offset + delivered }, sink: { chunk in
+        try send(HTTPRequest(url: url), what: "blob \(digest)", range: { (offset + delivered, nil) }, sink: { chunk in
             var bytes = chunk
             if skip > 0 {
                 let drop = Int(min(Int64(bytes.count), skip))
@@ -155,40 +155,47 @@ public final class RegistryClient: Sendable {
     }
 
     /// Bytes `offset ..< offset + length` of blob `digest` with one `Range` request
-    /// (RFC 9110 §14). A 206 must start where asked; a 200 (Range ignored) is read from byte 0
-    /// and cut. The caller verifies content against the digests it trusts.
+    /// (RFC 9110 §14), collected in memory. See ``streamRange(_:offset:length:sink:)``.
     public func fetchRange(_ digest: Digest, offset: Int64, length: Int64) throws -> [UInt8] {
         guard length > 0 else { return [] }
         var body: [UInt8] = []
         body.reserveCapacity(Int(length))
-        var position: Int64 = 0        // blob offset of the next byte the server sends
-        var partial = false            // a 206: the body is the range and ends by itself
-        let url = "\(baseURL)/blobs/\(digest)"
+        try streamRange(digest, offset: offset, length: length) { body.append(contentsOf: $0) }
+        return body
+    }
+
+    /// Streams bytes `offset ..< offset + length` of blob `digest` into `sink` in order, as
+    /// they arrive, with one `Range` request (RFC 9110 §14.1.2). A transfer that breaks off is
+    /// resumed from the first byte not delivered, so `sink` sees every byte exactly once. A 206
+    /// is taken to start where asked (RFC 9110 §15.3.7) and is read to its end: aborting a
+    /// transfer closes its connection, and the next request would pay for a new one. A 200
+    /// (Range ignored) is read from byte 0 and cut off once the range is in. The caller
+    /// verifies content against the digests it trusts; a throw from `sink` ends the fetch.
+    public func streamRange(_ digest: Digest, offset: Int64, length: Int64,
+                            sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard length > 0 else { return }
         let end = offset + length
-        let request = HTTPRequest(url: url, headers: [("Range", "bytes=\(offset)-\(end - 1)"), ("Accept-Encoding", "identity")])
-        try send(request, what: "blob \(digest) range \(offset)-\(end - 1)", sink: { chunk in
+        var delivered: Int64 = 0       // bytes of the range passed to `sink`, over every attempt
+        var position: Int64 = 0        // blob offset of the next byte the server sends
+        var partial = false            // a 206: the body is the range asked for
+        let what = "blob \(digest) range \(offset)-\(end - 1)"
+        try send(HTTPRequest(url: "\(baseURL)/blobs/\(digest)"), what: what,
+                 range: { (offset + delivered, end - 1) }, sink: { chunk in
             let chunkStart = position
             position += Int64(chunk.count)
-            let from = max(offset, chunkStart), to = min(end, position)
-            guard from < to else {
-                if chunkStart >= end { throw RangeComplete() }
-                return
+            let from = max(offset + delivered, chunkStart), to = min(end, position)
+            if from < to {
+                try sink(UnsafeRawBufferPointer(rebasing: chunk[Int(from - chunkStart)..<Int(to - chunkStart)]))
+                delivered += to - from
             }
-            body.append(contentsOf: chunk[Int(from - chunkStart)..<Int(to - chunkStart)])
-            // A whole blob (200) is cut off once the range is in. A 206 is read to its end:
-            // aborting a transfer closes its connection, and the next request would pay for
-            // a new one (a round trip, more with TLS).
             if position >= end && !partial { throw RangeComplete() }
-        }, restart: {
-            body.removeAll(keepingCapacity: true)
-        }, onHead: { status in
+        }, restart: {}, onHead: { status in
             partial = status == 206
-            position = partial ? offset : 0
+            position = partial ? offset + delivered : 0
         }, stopSignal: { $0 is RangeComplete })
-        guard body.count == Int(length) else {
-            throw LazyPullError(.registry, "blob \(digest) from \(reference.domain): short range, \(body.count) of \(length) bytes")
+        guard delivered == length else {
+            throw LazyPullError(.registry, "\(what) from \(reference.domain): short range, \(delivered) of \(length) bytes")
         }
-        return body
     }
 
     /// The last `length` bytes of a blob and the blob's size, for when the size is not known
@@ -265,11 +272,12 @@ public final class RegistryClient: Sendable {
     // MARK: Transport
 
     /// Sends `request` with authentication, redirects and retries. `range`, when given,
-    /// supplies the first byte wanted at each attempt. `restart` is called before an
-    /// attempt that starts over from the beginning.
+    /// supplies the bytes of the blob wanted at each attempt: from `first` to `last`, or to
+    /// the end when `last` is nil (no `Range` at all for the whole blob). `restart` is called
+    /// before every attempt.
     @discardableResult
     func send(_ request: HTTPRequest, what: String,
-              range: (() -> Int64)? = nil,
+              range: (() -> (first: Int64, last: Int64?))? = nil,
               sink: (UnsafeRawBufferPointer) throws -> Void,
               restart: () -> Void,
               onHead: (Int) -> Void = { _ in },
@@ -287,8 +295,11 @@ public final class RegistryClient: Sendable {
                 restart()
                 var attemptRequest = request
                 if let range {
-                    let first = range()
-                    if first > 0 { attemptRequest.headers.append(("Range", "bytes=\(first)-")) }
+                    switch range() {
+                    case (0, nil): break
+                    case (let first, nil): attemptRequest.headers.append(("Range", "bytes=\(first)-"))
+                    case (let first, let last?): attemptRequest.headers.append(("Range", "bytes=\(first)-\(last)"))
+                    }
                     attemptRequest.headers.append(("Accept-Encoding", "identity"))
                 }
                 let response: HTTPResponse

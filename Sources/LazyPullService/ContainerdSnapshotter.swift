@@ -86,7 +86,7 @@ public struct FetchSettings: Sendable {
     public var backgroundFetch = true
     /// Fetch the files before `.prefetch.landmark` at once, waiting up to this long.
     public var prefetch = true
-    public var prefetchWaitSeconds = 10
+    public var prefetchWaitSeconds = 0
     /// Use plain HTTP for every registry (loopback registries always use it).
     public var plainHTTP = false
     /// Soft limit of the root's layer data cache (0: none): background fetches stop at it, and

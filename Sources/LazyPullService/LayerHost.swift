@@ -34,7 +34,7 @@ public final class LayerHost: Sendable {
     /// Attaches mount one at a time (two attaches of one layer must not both mount it).
     private let attaching = Mutex<Void>(())
     /// How long an attach waits for the layer's prefetch before answering.
-    static let prefetchWait: TimeInterval = 10
+    static let prefetchWait: TimeInterval = 0
     /// A host that serves nothing and hears nothing for this long ends.
     static let idleExit: Duration = .seconds(60)
     /// When the last request arrived.
@@ -173,7 +173,7 @@ public final class LayerHost: Sendable {
         let client = try registryClient(for: spec)
         let digest = spec.descriptor.digest
         let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory, reads: reads) {
-            try client.fetchRange(digest, offset: $0, length: $1)
+            try client.streamRange(digest, offset: $0, length: $1, sink: $2)
         }
         // What a program fetched from this layer will load next may sit in any layer of the
         // image: ask them all.
