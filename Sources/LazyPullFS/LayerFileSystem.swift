@@ -375,6 +375,17 @@ extension LayerFileSystem {
         }
     }
 
+    /// Fetches the files before `.prefetch.landmark`, as ``fetchAll(background:prefetch:budget:)``
+    /// starts with, on a thread of its own: for a layer built before it is mounted. A
+    /// `fetchAll` that comes later leaves what this fetches to it.
+    public func startPrefetch() {
+        guard prefetchCount > 0 else { return }
+        let chunks = Array(allChunks[..<prefetchCount])
+        let thread = Thread { [self] in try? fetchMissing(chunks, yielding: false, groupLimit: .max) }
+        thread.stackSize = 512 << 10
+        thread.start()
+    }
+
     /// Pauses the background fetch while on-demand reads wait.
     private func waitWhileReadsWait() {
         guard reads.waiting else { return }

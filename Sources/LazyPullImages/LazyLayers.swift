@@ -152,16 +152,8 @@ public struct LazyLayers: Sendable {
             let directory = state.snapshots.directory(of: snapshot)
             let tocPath = "\(directory)/toc.json"
             try Data(located.json).write(to: URL(fileURLWithPath: tocPath))
-            let spec = LazyLayerSpec(reference: reference.description, descriptor: layer,
-                                     mountpoint: state.snapshots.fsPath(of: snapshot), tocPath: tocPath,
-                                     dataEnd: located.dataEnd, plainHTTP: registryOptions.plainHTTP,
-                                     insecure: registryOptions.http.insecureSkipVerify,
-                                     cacheDirectory: "\(state.path)/cache",
-                                     fetchTimeoutSeconds: options.fetchTimeoutSeconds,
-                                     backgroundFetch: options.backgroundFetch, prefetch: options.prefetch,
-                                     prefetchWaitSeconds: options.prefetchWaitSeconds,
-                                     cacheLimitBytes: options.cacheLimitBytes,
-                                     prefetchPaths: options.prefetchPaths.isEmpty ? nil : options.prefetchPaths)
+            let spec = spec(for: layer, reference: reference, registryOptions: registryOptions, options: options,
+                            tocPath: tocPath, dataEnd: located.dataEnd, mountpoint: state.snapshots.fsPath(of: snapshot))
             try write(spec, for: snapshot)
             try options.attach(spec)
             return key
@@ -169,6 +161,19 @@ public struct LazyLayers: Sendable {
             try? state.snapshots.remove(key)
             throw error
         }
+    }
+
+    /// How to serve `layer` of `reference` from the TOC at `tocPath`, at `mountpoint`, with
+    /// `options`; its cached contents go to the root's shared layer cache.
+    public func spec(for layer: Descriptor, reference: Reference, registryOptions: RegistryOptions,
+                     options: LazyLayerOptions, tocPath: String, dataEnd: Int64, mountpoint: String) -> LazyLayerSpec {
+        LazyLayerSpec(reference: reference.description, descriptor: layer, mountpoint: mountpoint, tocPath: tocPath,
+                      dataEnd: dataEnd, plainHTTP: registryOptions.plainHTTP,
+                      insecure: registryOptions.http.insecureSkipVerify, cacheDirectory: "\(state.path)/cache",
+                      fetchTimeoutSeconds: options.fetchTimeoutSeconds, backgroundFetch: options.backgroundFetch,
+                      prefetch: options.prefetch, prefetchWaitSeconds: options.prefetchWaitSeconds,
+                      cacheLimitBytes: options.cacheLimitBytes,
+                      prefetchPaths: options.prefetchPaths.isEmpty ? nil : options.prefetchPaths)
     }
 
     /// Blob digests of every lazy layer: whose cached contents (`cache/sha256/<hex>.data`

@@ -132,6 +132,8 @@ public final class ContainerdSnapshotter: Sendable {
     private let clients = Mutex<[String: RegistryClient]>([:])
     /// Remote layers whose FUSE mount is being set up, by mountpoint.
     private let attaches = Mutex<[String: Pending<Void>]>([:])
+    /// Layers the layer host was asked to build ahead (``warmAhead(_:layers:except:)``).
+    private let warmed = Mutex<Set<Digest>>([])
 
     /// Set on a committed remote layer: the blob it reads.
     public static let remoteLayerLabel = "containerd.io/snapshot/lazypull.remote-layer"
@@ -357,6 +359,7 @@ public final class ContainerdSnapshotter: Sendable {
         guard LayerTOCReader.format(of: layer) != nil else { return nil }
         let resolved = ContinuousClock.now
         fetchTOCsAhead(of: image, layers: request.imageLayers)
+        warmAhead(image, layers: request.imageLayers, except: layer.digest)
         let toc = try tocFetch(for: layer, image: image).wait()
         let tocReady = ContinuousClock.now
         let gcLock = try state.gcLock(.shared)
@@ -480,6 +483,42 @@ public final class ContainerdSnapshotter: Sendable {
             } else {
                 tails.withLock { _ = $0.removeValue(forKey: layer.digest) }
             }
+        }
+    }
+
+    /// Has the layer host build the image's other lazily readable layers and start fetching
+    /// their startup files (and landmark prefetch) once their TOCs and the config are in,
+    /// before containerd prepares those layers: it prepares them one by one, bottom first, and
+    /// the program a container runs usually sits in a layer it prepares last. Each layer is
+    /// warmed once; best effort (a layer not warmed is built when it is attached).
+    private func warmAhead(_ image: ResolvedRemoteImage, layers: [Digest], except current: Digest) {
+        let wanted = Set(layers)
+        let fresh = warmed.withLock { warmed in
+            image.manifest.layers.filter {
+                wanted.contains($0.digest) && $0.digest != current && LayerTOCReader.format(of: $0) != nil
+                    && warmed.insert($0.digest).inserted
+            }
+        }
+        guard !fresh.isEmpty else { return }
+        let fetches = fresh.map { ($0, tocFetch(for: $0, image: image)) }
+        BlockingThread.run { [self] in
+            var options = LazyLayerOptions(attach: { _ in }, notice: { _ in })
+            settings.apply(to: &options, timeoutAndBackground: true)
+            options.prefetchPaths = (try? image.config.wait())?.startupPaths ?? []
+            let directory = "\(state.path)/tmp"
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            var specs: [LazyLayerSpec] = []
+            for (layer, fetch) in fetches {
+                guard let toc = try? fetch.wait() else { continue }
+                let path = "\(directory)/toc-ahead-\(layer.digest.encoded)-\(UUID().uuidString).json"
+                guard (try? Data(toc.json).write(to: URL(fileURLWithPath: path))) != nil else { continue }
+                specs.append(LazyLayers(state: state).spec(
+                    for: layer, reference: image.reference, registryOptions: image.options, options: options,
+                    tocPath: path, dataEnd: toc.dataEnd, mountpoint: ""))
+            }
+            defer { for spec in specs { try? FileManager.default.removeItem(atPath: spec.tocPath) } }
+            guard !specs.isEmpty else { return }
+            do { try host.warm(specs) } catch { serviceLog("could not build layers ahead: \(error)") }
         }
     }
 

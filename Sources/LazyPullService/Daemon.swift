@@ -96,6 +96,12 @@ public final class LayerHostClient: Sendable {
         _ = try call(LayerHostRequest(.attach, layer: spec))
     }
 
+    /// Builds layers ahead of their attach and starts their startup files' fetch (their
+    /// `mountpoint` is not used); returns once the host has read their TOC files.
+    public func warm(_ specs: [LazyLayerSpec]) throws {
+        _ = try call(LayerHostRequest(.warm, layers: specs))
+    }
+
     /// Serves the merged tree of an image's lazy layers (bottom first) at `mountpoint`.
     public func attachMerged(_ specs: [LazyLayerSpec], at mountpoint: String) throws {
         _ = try call(LayerHostRequest(.attachMerged, layers: specs, mountpoint: mountpoint))

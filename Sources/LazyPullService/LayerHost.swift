@@ -22,6 +22,18 @@ public final class LayerHost: Sendable {
     }
 
     private let served = Mutex<[String: Served]>([:])
+    /// Layers built ahead of their attach (``warm(_:)``), by blob digest and cache directory:
+    /// their trees are built and their startup files on the way before containerd asks to
+    /// mount them. An attach of the layer takes its entry; unclaimed ones expire.
+    private let warmed = Mutex<[String: Warming]>([:])
+    enum Warming: Sendable {
+        /// Being built, by a warm or by an attach: no one else builds it meanwhile (two file
+        /// systems of one layer would each fetch the same files).
+        case building
+        case built(spec: LazyLayerSpec, fileSystem: LayerFileSystem, since: ContinuousClock.Instant)
+    }
+    /// A warmed layer nothing attached for this long is dropped.
+    static let warmExpiry: Duration = .seconds(120)
     /// Merged views of several served layers (CLI mounts), by mountpoint.
     private let merged = Mutex<[String: FUSEServer]>([:])
     /// One registry client per reference and transport settings, so tokens and connections
@@ -65,6 +77,7 @@ public final class LayerHost: Sendable {
         let idleWatch = Thread {
             while true {
                 Thread.sleep(forTimeInterval: 5)
+                host.dropExpiredWarmLayers()
                 let idle = host.activity.withLock { ContinuousClock.now - $0 > Self.idleExit }
                 if idle && host.served.withLock({ $0.isEmpty }) {
                     listener.stopListening()
@@ -106,6 +119,9 @@ public final class LayerHost: Sendable {
                 } catch {
                     try? connection.send(LayerHostReply(error: WireError(error)))
                 }
+            case .warm:
+                warm(request.layers ?? [])
+                try? connection.send(LayerHostReply())
             case .status:
                 try? connection.send(LayerHostReply(layers: status()))
             case .shutdown:
@@ -164,27 +180,11 @@ public final class LayerHost: Sendable {
         if let existing = served.withLock({ $0[spec.mountpoint] }) {
             return waitForPrefetch(existing.fileSystem, spec: spec, since: started)
         }
-        // Building the tree from the TOC is the slow part: layers attached at once do it in
-        // parallel, and only the mount itself is serialized.
-        let json = try Array(Data(contentsOf: URL(fileURLWithPath: spec.tocPath)))
-        let located = LayerTOCReader.Located(
-            format: spec.format, toc: try LayerTOCReader.decode(json, layer: spec.descriptor.digest),
-            json: json, dataEnd: spec.dataEnd)
-        let client = try registryClient(for: spec)
         let digest = spec.descriptor.digest
-        let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory, reads: reads) {
-            try client.streamRange(digest, offset: $0, length: $1, sink: $2)
-        }
-        // What a program fetched from this layer will load next may sit in any layer of the
-        // image: ask them all.
-        let reference = spec.reference
-        built.onDependencies { [weak self] dependencies in
-            guard let self else { return }
-            let paths = dependencies.candidatePaths
-            for layer in served.withLock({ Array($0.values) }) where layer.spec.reference == reference {
-                layer.fileSystem.prefetchFiles(paths)
-            }
-        }
+        // Until the layer is served, no warm builds it again.
+        let ahead = takeWarmed(spec)
+        defer { warmed.withLock { if case .building? = $0[Self.warmKey(spec)] { $0[Self.warmKey(spec)] = nil } } }
+        let built = try ahead ?? makeFileSystem(spec)
         let fileSystem: LayerFileSystem = try attaching.withLock { _ in
             if let existing = served.withLock({ $0[spec.mountpoint] }) { return existing.fileSystem }
             // A mount left by a host that died answers ENOTCONN: take it away first.
@@ -215,6 +215,105 @@ public final class LayerHost: Sendable {
             return built
         }
         waitForPrefetch(fileSystem, spec: spec, since: started)
+    }
+
+    /// Builds the file system of `spec`'s layer from its TOC file (the slow part of an attach:
+    /// layers attached at once do it in parallel) and has it pass the dependencies of the
+    /// programs it fetches to every layer of its image.
+    private func makeFileSystem(_ spec: LazyLayerSpec) throws -> LayerFileSystem {
+        let json = try Array(Data(contentsOf: URL(fileURLWithPath: spec.tocPath)))
+        let located = LayerTOCReader.Located(
+            format: spec.format, toc: try LayerTOCReader.decode(json, layer: spec.descriptor.digest),
+            json: json, dataEnd: spec.dataEnd)
+        let client = try registryClient(for: spec)
+        let digest = spec.descriptor.digest
+        let built = try LayerFileSystem(located: located, layer: digest, cacheDirectory: spec.cacheDirectory, reads: reads) {
+            try client.streamRange(digest, offset: $0, length: $1, sink: $2)
+        }
+        // What a program fetched from this layer will load next may sit in any layer of the
+        // image: ask them all, served or warmed.
+        let reference = spec.reference
+        built.onDependencies { [weak self] dependencies in
+            guard let self else { return }
+            for layer in layers(of: reference) { layer.prefetchFiles(dependencies.candidatePaths) }
+        }
+        return built
+    }
+
+    /// The served and warmed layers of image `reference`.
+    private func layers(of reference: String) -> [LayerFileSystem] {
+        served.withLock { $0.values.filter { $0.spec.reference == reference }.map(\.fileSystem) }
+            + warmed.withLock { table in
+                table.values.compactMap {
+                    guard case .built(let spec, let fileSystem, _) = $0, spec.reference == reference else { return nil }
+                    return fileSystem
+                }
+            }
+    }
+
+    /// The layer of `spec` as built ahead, waiting (at most 5 s) for a build in progress;
+    /// nil when there is none, and then this attach is the one building it.
+    private func takeWarmed(_ spec: LazyLayerSpec) -> LayerFileSystem? {
+        let key = Self.warmKey(spec)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while true {
+            let found: LayerFileSystem?? = warmed.withLock { table in
+                switch table[key] {
+                case .built(_, let fileSystem, _)?:
+                    table[key] = .building
+                    return .some(fileSystem)
+                case .building?:
+                    return ContinuousClock.now < deadline ? nil : .some(nil)
+                case nil:
+                    table[key] = .building
+                    return .some(nil)
+                }
+            }
+            if let found { return found }
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+    }
+
+    static func warmKey(_ spec: LazyLayerSpec) -> String { "\(spec.descriptor.digest) \(spec.cacheDirectory)" }
+
+    /// Builds the layers of `specs` ahead of their attach, in parallel, and starts fetching
+    /// their startup files (``LazyLayerSpec/prefetchPaths``) into the layer cache: containerd
+    /// prepares an image's layers one by one, bottom first, and the program a container runs
+    /// usually sits in a layer it prepares last. Returns once the trees are built (the TOC
+    /// files may go then); a layer served or warmed already is skipped. Best effort: a layer
+    /// that cannot be built is attached the usual way.
+    func warm(_ specs: [LazyLayerSpec]) {
+        let wanted = specs.filter { spec in
+            let key = Self.warmKey(spec)
+            guard !served.withLock({ $0.values.contains { Self.warmKey($0.spec) == key } }) else { return false }
+            return warmed.withLock { table in
+                guard table[key] == nil else { return false }
+                table[key] = .building
+                return true
+            }
+        }
+        DispatchQueue.concurrentPerform(iterations: wanted.count) { i in
+            let spec = wanted[i]
+            let key = Self.warmKey(spec)
+            guard let built = try? makeFileSystem(spec) else {
+                warmed.withLock { _ = $0.removeValue(forKey: key) }
+                return
+            }
+            warmed.withLock { $0[key] = .built(spec: spec, fileSystem: built, since: .now) }
+            if let paths = spec.prefetchPaths, !paths.isEmpty { built.prefetchFiles(paths) }
+            if spec.prefetch ?? true { built.startPrefetch() }
+        }
+    }
+
+    /// Drops warmed layers no attach took within ``warmExpiry``.
+    func dropExpiredWarmLayers() {
+        let now = ContinuousClock.now
+        warmed.withLock { table in
+            table = table.filter {
+                guard case .built(_, _, let since) = $0.value else { return true }
+                return now - since < Self.warmExpiry
+            }
+        }
     }
 
     private func waitForPrefetch(_ fileSystem: LayerFileSystem, spec: LazyLayerSpec, since started: ContinuousClock.Instant) {

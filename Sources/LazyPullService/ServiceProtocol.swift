@@ -45,7 +45,7 @@ public struct WireError: Codable, Sendable, Error {
 /// already) and answers once it can be read; `status` lists the served layers; `shutdown`
 /// unmounts them all and ends the host.
 public struct LayerHostRequest: Codable, Sendable {
-    public enum Operation: String, Codable, Sendable { case attach, attachMerged, status, shutdown }
+    public enum Operation: String, Codable, Sendable { case attach, attachMerged, warm, status, shutdown }
     public var operation: Operation
     public var layer: LazyLayerSpec?
     /// `attachMerged`: the image's lazy layers, bottom first, and where to mount their merged tree.
