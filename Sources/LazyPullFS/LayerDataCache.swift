@@ -74,6 +74,13 @@ final class LayerDataCache: @unchecked Sendable {
         return states[index] != .missing
     }
 
+    /// Whether chunk `index` is neither here nor being fetched.
+    func isUnclaimed(_ index: Int) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return states[index] == .missing && !inFlight.contains(index)
+    }
+
     /// Makes sure `chunk` is here and verified, fetching it with `fetch` when it is not.
     func ensure(_ chunk: Chunk, fetch: () throws -> [UInt8]) throws {
         condition.lock()

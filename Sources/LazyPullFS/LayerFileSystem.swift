@@ -187,7 +187,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         } else {
             reads.touch()
             // A large file read in order: its read-ahead moves on before the reader gets there.
-            if to < n.chunks.count, Self.isLarge(n.chunks[from...]), !cache.isPresent(n.chunks[to].index) {
+            if to < n.chunks.count, Self.isLarge(n.chunks[from...]), cache.isUnclaimed(n.chunks[to].index) {
                 try? fetchAhead(inode, chunks: n.chunks, from: to, through: nil)
             }
         }
@@ -342,7 +342,7 @@ extension LayerFileSystem {
     public func fetchAll(background: Bool, prefetch: Bool = true, budget: @escaping @Sendable () -> Bool = { true }) {
         activity.withLock { $0.background = .prefetching }
         let prefetched = Result {
-            if prefetch { try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false, groupLimit: .max) }
+            if prefetch { try fetchLandmarkFiles() }
         }
         activity.withLock { $0.prefetchFinished = true }
         do {
@@ -380,10 +380,14 @@ extension LayerFileSystem {
     /// `fetchAll` that comes later leaves what this fetches to it.
     public func startPrefetch() {
         guard prefetchCount > 0 else { return }
-        let chunks = Array(allChunks[..<prefetchCount])
-        let thread = Thread { [self] in try? fetchMissing(chunks, yielding: false, groupLimit: .max) }
+        let thread = Thread { [self] in try? fetchLandmarkFiles() }
         thread.stackSize = 512 << 10
         thread.start()
+    }
+
+    /// The chunks of the files before `.prefetch.landmark`, in one streamed request.
+    private func fetchLandmarkFiles() throws {
+        try fetchMissing(Array(allChunks[..<prefetchCount]), yielding: false, groupLimit: .max)
     }
 
     /// Pauses the background fetch while on-demand reads wait.

@@ -54,7 +54,8 @@ struct LazyMountTests {
     func laziness() throws {
         let tmp = try TemporaryDirectory("laziness")
         let registry = try TestRegistry(in: tmp.path)
-        try run(["make-small-image.sh", registry.host, "small:v1", "16"])
+        let made = try run(["make-small-image.sh", registry.host, "small:v1", "16"]).stdout
+        let dataSHA = made.split(separator: "\n").first { $0.hasPrefix("data.bin-sha256 ") }.map { String($0.dropFirst(16)) }
         let containerd = try TestContainerd(in: tmp.path)
         try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
         let port = freePort()
@@ -69,9 +70,23 @@ struct LazyMountTests {
             .compactMap { $0["bytes_sent"] as? Int }.reduce(0, +)
         #expect(blobBytes > 0)
         #expect(blobBytes < 16 * 1024 * 1024 / 10, "fetched \(blobBytes) bytes to read one small file")
-        // The rest is there when asked for.
-        let data = try Data(contentsOf: URL(fileURLWithPath: mnt + "/data.bin"))
-        #expect(data.count == 16 * 1024 * 1024)
+        // data.bin is 16 MiB of random bytes, four 4 MiB chunks: more than a first read fetches
+        // whole. Reading its first page fetches its first chunks, not all of it (the fetch
+        // past the read goes on after the read returns: wait until the count settles).
+        let handle = try #require(FileHandle(forReadingAtPath: mnt + "/data.bin"))
+        #expect(try handle.read(upToCount: 4096)?.count == 4096)
+        try handle.close()
+        var fetched = -1
+        for _ in 0..<60 {
+            let now = try statusLayers(root: root, dir: mnt).compactMap { $0["fetchedBytes"] as? Int }.reduce(0, +)
+            if now == fetched && now > 0 { break }
+            fetched = now
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        #expect(fetched > 0 && fetched < 12 * 1024 * 1024, "a first read of a 16 MiB file fetched \(fetched) bytes")
+        // The rest is there when asked for, read in order through the moving read-ahead.
+        let sum = try run(["sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
+        #expect(sum != nil && sum == dataSHA)
         try lazypull(["umount", mnt], root: root)
         withExtendedLifetime(proxy) {}
     }
@@ -143,7 +158,6 @@ struct LazyMountTests {
         let containerd = try TestContainerd(in: tmp.path)
         try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
         let port = freePort()
-        let ready = tmp.path + "/ready"
         var proxy: BackgroundProcess? = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path)
         let root = tmp.path + "/root"
         let ref = "127.0.0.1:\(port)/small:esgz"
