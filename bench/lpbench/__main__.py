@@ -15,13 +15,13 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import traceback
 
 from . import images as imagelib
 from .images import IMAGES
 from .linkemu import DelayProxy, LinkSpec
 from .scenarios import raw_transfer, tree_reads
+from .scratch import HostScratch, ScratchFS
 from .systems import SYSTEMS, Runner, stop_lazypull, stop_snapshotter
 from .tools import BENCH, FIXTURES, REPO, kill_matching, run, unmount_below
 from . import report
@@ -64,7 +64,13 @@ class Bench:
         self.args = args
         self.cache = os.environ.get("BENCH_CACHE", "/var/tmp/lazypull-bench-cache")
         self.lazypull = os.environ.get("LAZYPULL_BIN", os.path.join(REPO, ".build/release/lazypull"))
-        self.work = tempfile.mkdtemp(prefix="lazypull-bench-", dir="/var/tmp")
+        self.scratch = ScratchFS() if args.scratch == "ext4" else HostScratch()
+        try:
+            self.state_filesystem = self.scratch.describe()
+            self.work = self.scratch.work
+        except BaseException:
+            self.scratch.close()
+            raise
         self.port = int(os.environ.get("BENCH_PORT", "5091"))
         self.registry = f"127.0.0.1:{self.port}"
         self.proxies = {}
@@ -101,6 +107,7 @@ class Bench:
         kill_matching(self.work)
         unmount_below(self.work)
         shutil.rmtree(self.work, ignore_errors=True)
+        self.scratch.close()
 
 
 def versions(bench):
@@ -128,6 +135,9 @@ def main():
     ap.add_argument("--images", help="comma-separated subset of: " + ", ".join(IMAGES))
     ap.add_argument("--links", help="comma-separated subset of: " + ", ".join(LINKS))
     ap.add_argument("--systems", help="comma-separated subset of: " + ", ".join(SYSTEMS))
+    ap.add_argument("--scratch", choices=("ext4", "host"), default="ext4",
+                    help="where every system keeps its state: a fresh journaled ext4 on a loop device made "
+                         "for this run (default), or the host's /var/tmp")
     ap.add_argument("--out", help="results directory (default: bench/results/<timestamp>)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -142,7 +152,8 @@ def main():
     os.makedirs(out, exist_ok=True)
 
     bench = Bench(args)
-    data = {"profile": args.profile, "started": stamp, "runs_per_cell": runs, "machine": versions(bench),
+    data = {"profile": args.profile, "started": stamp, "runs_per_cell": runs,
+            "machine": dict(versions(bench), state_filesystem=bench.state_filesystem),
             "links": {n: {"label": LINKS[n].label(), "mbit": LINKS[n].mbit, "rtt_ms": LINKS[n].rtt_ms}
                       for n in link_names},
             "images": {}, "systems": {n: SYSTEMS[n].title for n in system_names}, "runs": [], "peers": {},
@@ -191,6 +202,7 @@ def main():
                     # The background fetch is timed in the last run of lazypull's plain eStargz.
                     wait_background = system == "lazypull" and fmt == "estargz" and index == runs \
                         and LINKS[link].shaped
+                    bench.scratch.trim()
                     try:
                         record.update(bench.runner.run(system, IMAGES[image], fmt, link, index, wait_background))
                     except Exception as error:

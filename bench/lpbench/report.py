@@ -99,7 +99,8 @@ def write(data, out):
     m = data["machine"]
     lines += [f"lazypull {m['lazypull']}; {m['containerd']}; {m['podman']}; stargz-snapshotter {m['stargz-snapshotter']}; "
               f"Linux {m['kernel']}, {m['cpus']} CPUs, {m['memory_gib']} GiB. {data['runs_per_cell']} cold runs per "
-              "cell (state wiped, page cache dropped, daemons already running); medians with min–max.", ""]
+              "cell (state wiped, page cache dropped, daemons already running); medians with min–max."
+              + (f" Every system's state on {m['state_filesystem']}." if m.get("state_filesystem") else ""), ""]
     if data.get("aborted"):
         lines += ["**This run was aborted; the tables show what it measured before.**", ""]
     lines += ["## Targets", "", "| claim | measured | target | |", "|---|---|---|---|"]
