@@ -31,7 +31,7 @@ let package = Package(
 
         .target(name: "LazyPullOCI", dependencies: ["CCrypto"]),
         .target(name: "LazyPullRegistry", dependencies: ["LazyPullOCI", "CCurl", "CLazyPullShims"]),
-        .target(name: "LazyPullContent", dependencies: ["LazyPullOCI", "CSQLite"]),
+        .target(name: "LazyPullContent", dependencies: ["LazyPullOCI", "CSQLite", "CLazyPullShims"]),
         .target(name: "LazyPullLayers", dependencies: ["LazyPullOCI", "CZlib", "CZstd", "CIsal", "CLazyPullShims"]),
         .target(name: "LazyPullFUSE", dependencies: ["CFuse3", "CLazyPullShims", "LazyPullOCI"]),
         .target(name: "LazyPullFS", dependencies: ["LazyPullFUSE", "LazyPullLayers", "LazyPullOCI", "CLazyPullShims"]),

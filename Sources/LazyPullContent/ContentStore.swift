@@ -1,3 +1,4 @@
+import CLazyPullShims
 import Foundation
 import LazyPullOCI
 
@@ -76,6 +77,11 @@ public final class Ingest {
     private var fd: Int32
     private let hasher = SHA256Hasher()
     private let store: ContentStore
+    /// Bytes appended since writeback was last started.
+    private var unflushed = 0
+    /// A blob starts its writeback every this many bytes, so that the sync after a pull
+    /// finds it mostly on disk already instead of writing it all then.
+    static let writebackInterval = 8 << 20
 
     init(store: ContentStore, digest: Digest, expectedSize: Int64) throws {
         self.store = store
@@ -136,6 +142,11 @@ public final class Ingest {
             written += n
         }
         offset += Int64(chunk.count)
+        unflushed += chunk.count
+        if unflushed >= Self.writebackInterval {
+            _ = lp_start_writeback(fd)
+            unflushed = 0
+        }
     }
 
     /// Verifies and commits. On mismatch the partial data is deleted and nothing is committed.
