@@ -16,10 +16,11 @@ Production container hosts run journaled ext4 or XFS.
 `--scratch host` keeps the state under /var/tmp instead.
 """
 import os
+import re
 import subprocess
 import tempfile
 
-from .tools import run, unmount_below
+from .tools import kill_matching, run, unmount_below
 
 SIZE = "48G"  # sparse
 TRIM_ABOVE = 16 << 30  # backing-file bytes past which freed blocks are handed back
@@ -31,7 +32,9 @@ class ScratchFS:
     def __init__(self, parent="/var/tmp"):
         self.image = None
         self.device = None
-        self.mountpoint = tempfile.mkdtemp(prefix="lpbench-fs-", dir=parent)
+        remove_stale(parent)
+        # Short: podman refuses a runroot path over 50 characters.
+        self.mountpoint = tempfile.mkdtemp(prefix=f"lpb-{os.getpid()}-", dir=parent)
         try:
             self.image = self.mountpoint + ".img"
             with open(self.image, "wb") as f:
@@ -41,7 +44,6 @@ class ScratchFS:
                  self.image])
             self.device = run(["losetup", "--direct-io=on", "--find", "--show", self.image]).strip()
             run(["mount", "-t", "ext4", self.device, self.mountpoint])
-            # Short: podman refuses a runroot path over 50 characters.
             self.work = os.path.join(self.mountpoint, "work")
             os.mkdir(self.work)
         except BaseException:
@@ -88,6 +90,38 @@ class HostScratch:
 
     def close(self):
         pass
+
+
+def remove_stale(parent="/var/tmp"):
+    """Removes what benches that died without cleaning up (SIGKILL, a crash) left of their
+    scratch filesystems: the processes still working in one, its mounts, its loop device and its
+    backing file. A scratch filesystem is stale when the bench named in it is gone."""
+    for name in os.listdir(parent):
+        match = re.fullmatch(r"lpb-(\d+)-[A-Za-z0-9_]+(\.img)?", name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        mountpoint = os.path.join(parent, name.removesuffix(".img"))
+        kill_matching(mountpoint)
+        unmount_below(mountpoint)
+        image = mountpoint + ".img"
+        attached = subprocess.run(["losetup", "--noheadings", "--output", "NAME", "--associated", image],
+                                  capture_output=True, text=True).stdout.split()
+        for device in attached:
+            subprocess.run(["losetup", "-d", device], capture_output=True)
+        if os.path.exists(image):
+            os.remove(image)
+        if os.path.isdir(mountpoint) and not os.path.ismount(mountpoint):
+            subprocess.run(["rm", "-rf", "--one-file-system", mountpoint], capture_output=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def has_journal(device):

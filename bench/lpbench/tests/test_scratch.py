@@ -3,7 +3,9 @@ import os
 import subprocess
 import unittest
 
-from lpbench.scratch import ScratchFS, has_journal
+from unittest import mock
+
+from lpbench.scratch import ScratchFS, has_journal, remove_stale
 from lpbench.tools import mounts_below
 
 
@@ -24,9 +26,32 @@ class ScratchFSTests(unittest.TestCase):
         self.assertEqual(mounts_below(scratch.mountpoint), [])
         self.assertFalse(os.path.exists(scratch.mountpoint))
         self.assertFalse(os.path.exists(image))
-        attached = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-                                  capture_output=True, text=True).stdout
-        self.assertNotIn(image, attached)
+        self.assertNotIn(image, _attached())
+
+    def test_stale_scratch_of_a_dead_bench_is_removed(self):
+        finished = subprocess.Popen(["true"])
+        finished.wait()
+        with mock.patch("os.getpid", return_value=finished.pid):
+            stale = ScratchFS()  # as a bench killed before its close() leaves it
+        live = ScratchFS()
+        try:
+            remove_stale()
+            self.assertEqual(mounts_below(stale.mountpoint), [])
+            self.assertFalse(os.path.exists(stale.mountpoint))
+            self.assertFalse(os.path.exists(stale.image))
+            self.assertNotIn(stale.image, _attached())
+            # This process's own scratch filesystem stays.
+            self.assertEqual(mounts_below(live.mountpoint), [live.mountpoint])
+            self.assertIn(live.image, _attached())
+        finally:
+            live.close()
+            if os.path.exists(stale.mountpoint):  # only when remove_stale failed
+                stale.close()
+
+
+def _attached():
+    return subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                          capture_output=True, text=True).stdout
 
 
 if __name__ == "__main__":
