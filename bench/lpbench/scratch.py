@@ -23,7 +23,7 @@ import tempfile
 from .tools import kill_matching, run, unmount_below
 
 SIZE = "48G"  # sparse
-TRIM_ABOVE = 16 << 30  # backing-file bytes past which freed blocks are handed back
+TRIM_ABOVE = 16 << 30  # backing-file bytes past which freed blocks are handed back (at most)
 
 
 class ScratchFS:
@@ -37,6 +37,10 @@ class ScratchFS:
         self.mountpoint = tempfile.mkdtemp(prefix=f"lpb-{os.getpid()}-", dir=parent)
         try:
             self.image = self.mountpoint + ".img"
+            # Past this the backing file gives freed blocks back: never more than half of what
+            # the host has free, so a long bench cannot fill the host's disk.
+            host = os.statvfs(parent)
+            self.trim_above = min(TRIM_ABOVE, host.f_bavail * host.f_frsize // 2)
             with open(self.image, "wb") as f:
                 f.truncate(_bytes(SIZE))
             # Tables initialised now: no lazy-init thread writing in the background while timing.
@@ -56,10 +60,10 @@ class ScratchFS:
         return f"ext4 ({journal}, mkfs defaults) on {self.device} with direct I/O, made for this run"
 
     def trim(self):
-        """Hands freed blocks back once the backing file has grown past TRIM_ABOVE. Not on
+        """Hands freed blocks back once the backing file has grown past `trim_above`. Not on
         every run: a trim punches holes that the host then has to allocate (and discard) again,
         which slowed the runs after it."""
-        if os.stat(self.image).st_blocks * 512 > TRIM_ABOVE:
+        if os.stat(self.image).st_blocks * 512 > self.trim_above:
             subprocess.run(["fstrim", self.mountpoint], capture_output=True)
 
     def close(self):
@@ -67,9 +71,8 @@ class ScratchFS:
             unmount_below(self.mountpoint)
             subprocess.run(["losetup", "-d", self.device], capture_output=True)
             self.device = None
-        for path in (self.image,):
-            if path and os.path.exists(path):
-                os.remove(path)
+        if self.image and os.path.exists(self.image):
+            os.remove(self.image)
         if os.path.isdir(self.mountpoint) and not os.path.ismount(self.mountpoint):
             os.rmdir(self.mountpoint)
 
