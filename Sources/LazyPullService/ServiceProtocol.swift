@@ -42,13 +42,15 @@ public struct WireError: Codable, Sendable, Error {
 // MARK: Layer host
 
 /// A request to the layer host. `attach` mounts a lazy layer (a no-op when it is served
-/// already) and answers once it can be read; `status` lists the served layers; `shutdown`
-/// unmounts them all and ends the host.
+/// already) and answers once it can be read; `attachMerged` serves several layers' merged
+/// tree; `warm` builds layers ahead of their `attach` and starts their startup files' fetch;
+/// `status` lists the served layers; `shutdown` unmounts them all and ends the host.
 public struct LayerHostRequest: Codable, Sendable {
     public enum Operation: String, Codable, Sendable { case attach, attachMerged, warm, status, shutdown }
     public var operation: Operation
     public var layer: LazyLayerSpec?
-    /// `attachMerged`: the image's lazy layers, bottom first, and where to mount their merged tree.
+    /// `attachMerged`: the image's lazy layers, bottom first, and where to mount their merged
+    /// tree. `warm`: the layers to build ahead.
     public var layers: [LazyLayerSpec]?
     public var mountpoint: String?
 

@@ -67,14 +67,8 @@ class ScratchFS:
             subprocess.run(["fstrim", self.mountpoint], capture_output=True)
 
     def close(self):
-        if self.device:
-            unmount_below(self.mountpoint)
-            subprocess.run(["losetup", "-d", self.device], capture_output=True)
-            self.device = None
-        if self.image and os.path.exists(self.image):
-            os.remove(self.image)
-        if os.path.isdir(self.mountpoint) and not os.path.ismount(self.mountpoint):
-            os.rmdir(self.mountpoint)
+        _dismantle(self.mountpoint)
+        self.device = None
 
 
 class HostScratch:
@@ -105,16 +99,22 @@ def remove_stale(parent="/var/tmp"):
             continue
         mountpoint = os.path.join(parent, name.removesuffix(".img"))
         kill_matching(mountpoint)
-        unmount_below(mountpoint)
-        image = mountpoint + ".img"
-        attached = subprocess.run(["losetup", "--noheadings", "--output", "NAME", "--associated", image],
-                                  capture_output=True, text=True).stdout.split()
-        for device in attached:
-            subprocess.run(["losetup", "-d", device], capture_output=True)
-        if os.path.exists(image):
-            os.remove(image)
-        if os.path.isdir(mountpoint) and not os.path.ismount(mountpoint):
-            subprocess.run(["rm", "-rf", "--one-file-system", mountpoint], capture_output=True)
+        _dismantle(mountpoint)
+
+
+def _dismantle(mountpoint):
+    """Unmounts a scratch filesystem and everything below it, detaches its loop devices and
+    deletes its backing file and mount directory; what is already gone is skipped."""
+    unmount_below(mountpoint)
+    image = mountpoint + ".img"
+    attached = subprocess.run(["losetup", "--noheadings", "--output", "NAME", "--associated", image],
+                              capture_output=True, text=True).stdout.split()
+    for device in attached:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+    if os.path.exists(image):
+        os.remove(image)
+    if os.path.isdir(mountpoint) and not os.path.ismount(mountpoint):
+        subprocess.run(["rm", "-rf", "--one-file-system", mountpoint], capture_output=True)
 
 
 def _alive(pid):
