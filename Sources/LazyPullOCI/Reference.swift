@@ -90,9 +90,24 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
     public var apiHost: String { domain == Self.defaultDomain ? "registry-1.docker.io" : domain }
 
     /// Whether the host defaults to plain HTTP, as containerd does for loopback.
-    public var isLoopback: Bool {
-        let host = Self.hostWithoutPort(domain)
-        return host == "localhost" || host.hasPrefix("127.") || host == "[::1]" || host == "::1"
+    /// See ``isLoopbackHost(_:)``: decided by parsing the address, never by a prefix.
+    public var isLoopback: Bool { Self.isLoopbackHost(Self.hostWithoutPort(domain)) }
+
+    /// Whether `host` (a registry host without its port; IPv6 with or without brackets) is a
+    /// loopback address: exactly `localhost`, an IPv4 address in 127.0.0.0/8 written as four
+    /// decimal octets (RFC 1122 §3.2.1.3; no leading zeros, which some resolvers read as
+    /// octal), or the IPv6 loopback `::1` in any spelling (RFC 4291 §2.5.3). Everything
+    /// else, `127.evil.example` and `127.1` included, is not: it gets HTTPS.
+    public static func isLoopbackHost(_ host: String) -> Bool {
+        if host == "localhost" { return true }
+        var text = Substring(host)
+        if text.hasPrefix("[") {
+            guard text.hasSuffix("]"), text.count >= 2 else { return false }
+            text = text.dropFirst().dropLast()
+        }
+        if text.contains(":") { return IPv6Text.isLoopback(text) }
+        guard let octets = IPv4Text.octets(text) else { return false }
+        return octets[0] == 127
     }
 
     /// Same repository, pinned to `digest`.
@@ -158,5 +173,53 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
             return f.isASCII && (f.isLetter || f.isNumber) && l.isASCII && (l.isLetter || l.isNumber)
                 && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
         }
+    }
+}
+
+/// Strict dotted-quad IPv4 text: four decimal octets 0...255, no leading zeros, nothing else.
+enum IPv4Text {
+    static func octets(_ text: Substring) -> [UInt8]? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var result: [UInt8] = []
+        for part in parts {
+            guard (1...3).contains(part.utf8.count), part.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                  part.utf8.count == 1 || part.utf8.first != 0x30,
+                  let value = UInt8(part) else { return nil }
+            result.append(value)
+        }
+        return result
+    }
+}
+
+/// IPv6 text (RFC 4291 §2.2 forms 1 and 2: eight hex groups, `::` at most once; the
+/// embedded-IPv4 form is not accepted) and whether it is `::1`.
+enum IPv6Text {
+    static func groups(_ text: Substring) -> [UInt16]? {
+        func parse(_ side: Substring) -> [UInt16]? {
+            if side.isEmpty { return [] }
+            var out: [UInt16] = []
+            for group in side.split(separator: ":", omittingEmptySubsequences: false) {
+                guard (1...4).contains(group.utf8.count), group.allSatisfy(\.isHexDigit),
+                      let value = UInt16(group, radix: 16) else { return nil }
+                out.append(value)
+            }
+            return out
+        }
+        let halves = text.split(separator: "::", maxSplits: 2, omittingEmptySubsequences: false)
+        switch halves.count {
+        case 1:
+            guard let all = parse(text), all.count == 8 else { return nil }
+            return all
+        case 2:
+            guard let head = parse(halves[0]), let tail = parse(halves[1]), head.count + tail.count <= 7 else { return nil }
+            return head + [UInt16](repeating: 0, count: 8 - head.count - tail.count) + tail
+        default:
+            return nil
+        }
+    }
+
+    static func isLoopback(_ text: Substring) -> Bool {
+        groups(text) == [0, 0, 0, 0, 0, 0, 0, 1]
     }
 }

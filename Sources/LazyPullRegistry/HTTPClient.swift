@@ -5,18 +5,25 @@ import LazyPullOCI
 import Synchronization
 
 /// One HTTP request. Redirects are never followed by libcurl: the registry client follows
-/// them itself so that `Authorization` never reaches another host.
+/// them itself so that `Authorization` never reaches another host, and checks each
+/// `Location` with ``HTTPURLRule``.
 public struct HTTPRequest: Sendable {
     public var method: String
     public var url: String
     public var headers: [(String, String)]
     public var body: [UInt8]?
+    /// The whole transfer (connect, request, every byte of the answer) ends within this
+    /// (`CURLOPT_TIMEOUT_MS`); nil: only the connect timeout and the rate floor of
+    /// ``HTTPOptions`` bound it.
+    public var timeout: Duration?
 
-    public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) {
+    public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
+                timeout: Duration? = nil) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
+        self.timeout = timeout
     }
 
     public func header(_ name: String) -> String? {
@@ -47,15 +54,70 @@ public struct HTTPResponse: Sendable {
 }
 
 /// Settings that apply to every connection.
+///
+/// Every transfer has a rate floor: one that moves fewer than ``minimumRate`` bytes per
+/// second for ``stallTimeout`` in a row is aborted (`CURLOPT_LOW_SPEED_LIMIT` /
+/// `CURLOPT_LOW_SPEED_TIME`). Waiting for the first byte counts as 0 bytes/s, so a server that
+/// accepts and never answers, or drips a few bytes a second, is cut after ``stallTimeout``.
+/// An overall bound per request comes from ``HTTPRequest/timeout`` (the registry client sets
+/// it from ``RetryPolicy/deadline``).
 public struct HTTPOptions: Sendable {
     /// Skip TLS certificate verification (`--insecure`).
     public var insecureSkipVerify = false
     public var connectTimeout: Duration = .seconds(15)
-    /// Abort a transfer that moves less than 1 byte/s for this long.
+    /// The window of the rate floor: a transfer below ``minimumRate`` this long is aborted.
+    /// libcurl counts it in whole seconds (rounded up, at least 1).
     public var stallTimeout: Duration = .seconds(30)
+    /// The rate floor in bytes per second (default 1 KiB/s: a registry that cannot send a
+    /// kilobyte a second is treated as stalled).
+    public var minimumRate = 1024
     public var userAgent = "lazypull/0.1"
 
     public init() {}
+}
+
+/// Which URLs lazypull lets libcurl fetch: `http` and `https` only (DESIGN.md §9), for the
+/// registry, the redirects it answers with and the token realms it names. Anything else
+/// (`file:`, `gopher:`, `dict:`, `ftp:` …) would let a registry read local files or talk to
+/// local services. libcurl itself is held to the same two protocols on every handle
+/// (`CURLOPT_PROTOCOLS_STR`, `CURLOPT_REDIR_PROTOCOLS_STR`), so a URL that slips past this
+/// check still fails.
+public enum HTTPURLRule {
+    /// The protocols libcurl may use, in `CURLOPT_PROTOCOLS_STR` syntax.
+    public static let curlProtocols = "http,https"
+
+    /// The lowercased scheme of `url` if it is `http` or `https` with a host, else nil.
+    public static func scheme(of url: String) -> String? {
+        guard let c = URLComponents(string: url), let scheme = c.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = c.host, !host.isEmpty else { return nil }
+        return scheme
+    }
+
+    /// `url` shortened to a one-line, at most 120-character form fit for an error message:
+    /// control characters become `?`, so nothing a registry sends can add lines to it.
+    public static func printable(_ url: String, limit: Int = 120) -> String {
+        var out = ""
+        for scalar in url.unicodeScalars {
+            if out.unicodeScalars.count >= limit { out += "…"; break }
+            out.unicodeScalars.append(scalar.value < 0x20 || scalar.value == 0x7f ? "?" : scalar)
+        }
+        return out
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded up, clamped to 1 ... `Int32.max` (what libcurl's
+    /// `long` millisecond options take on every platform without overflow).
+    var curlMilliseconds: Int {
+        let (seconds, atto) = components
+        guard seconds >= 0 else { return 1 }
+        guard seconds < Int64(Int32.max) / 1000 else { return Int(Int32.max) }
+        let millis = seconds * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int(max(1, millis))
+    }
+
+    /// Whole seconds, rounded up, clamped to 1 ... 86 400 (libcurl's `LOW_SPEED_TIME`).
+    var curlSeconds: Int { min(86_400, max(1, (curlMilliseconds + 999) / 1000)) }
 }
 
 /// An HTTP/1.1 and HTTP/2 client over libcurl. Easy handles are pooled and share one
@@ -118,20 +180,34 @@ public final class HTTPClient: Sendable {
     }
 
     private func run(_ request: HTTPRequest, on h: UnsafeMutableRawPointer, transfer: Transfer) throws -> HTTPResponse {
+        guard HTTPURLRule.scheme(of: request.url) != nil else {
+            throw LazyPullError(.registry, "\(request.method) \(HTTPURLRule.printable(request.url)): only http and https URLs are allowed")
+        }
+        let strings = CStrings()
+        // http and https only, for the request and for any redirect (libcurl does not follow
+        // redirects here, but the rule holds even if it did). Fail closed if libcurl refuses.
+        guard lp_curl_setopt_string(h, CURLOPT_PROTOCOLS_STR, strings.keep(HTTPURLRule.curlProtocols)) == CURLE_OK,
+              lp_curl_setopt_string(h, CURLOPT_REDIR_PROTOCOLS_STR, strings.keep(HTTPURLRule.curlProtocols)) == CURLE_OK else {
+            throw LazyPullError(.transport, "libcurl cannot be restricted to http and https (CURLOPT_PROTOCOLS_STR needs libcurl 7.85 or later)")
+        }
         lp_curl_setopt_pointer(h, CURLOPT_SHARE, share.raw)
         lp_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
         lp_curl_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0)
         lp_curl_setopt_long(h, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         lp_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024)
         lp_curl_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1)
-        lp_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(options.connectTimeout.components.seconds * 1000))
-        lp_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1)
-        lp_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, Int(options.stallTimeout.components.seconds))
+        var connectTimeout = options.connectTimeout
+        if let timeout = request.timeout {
+            connectTimeout = min(connectTimeout, timeout)
+            lp_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, timeout.curlMilliseconds)
+        }
+        lp_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, connectTimeout.curlMilliseconds)
+        lp_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, max(1, options.minimumRate))
+        lp_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, options.stallTimeout.curlSeconds)
         if options.insecureSkipVerify {
             lp_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 0)
             lp_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 0)
         }
-        let strings = CStrings()
         lp_curl_setopt_string(h, CURLOPT_URL, strings.keep(request.url))
         lp_curl_setopt_string(h, CURLOPT_USERAGENT, strings.keep(options.userAgent))
 
@@ -200,6 +276,13 @@ private final class Transfer {
     var headers: [(String, String)] = []
     var errorBody: [UInt8] = []
     var thrown: Error?
+    /// Header bytes received so far, over every header block of the transfer.
+    var headerBytes = 0
+
+    /// Header bytes a transfer may receive in all (status lines and 1xx blocks included);
+    /// more aborts it. Registries send a few kilobytes; this bounds what a hostile one can
+    /// make lazypull hold.
+    static let maxHeaderBytes = 256 << 10
 
     init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void,
          onHead: @escaping (Int, [(String, String)]) throws -> Void) {
@@ -209,6 +292,11 @@ private final class Transfer {
 
     /// Returns false to abort the transfer.
     func header(_ line: UnsafeRawBufferPointer) -> Bool {
+        headerBytes += line.count
+        guard headerBytes <= Self.maxHeaderBytes else {
+            thrown = LazyPullError(.registry, "response headers larger than \(Self.maxHeaderBytes) bytes")
+            return false
+        }
         let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if text.isEmpty {
             // End of a header block; 1xx blocks are followed by the real one.
@@ -220,7 +308,7 @@ private final class Transfer {
             // A new status line (after 100 Continue, or an HTTP/2 response) starts a new header block.
             headers = []
             let parts = text.split(separator: " ")
-            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            status = parts.count > 1 && parts[1].utf8.count == 3 ? Int(parts[1]) ?? 0 : 0
             return true
         }
         guard let colon = text.firstIndex(of: ":") else { return true }

@@ -13,6 +13,29 @@ public struct RegistryOptions: Sendable {
     }
 
     public init() {}
+
+    /// Bounds every request by `timeout`, as lazy reads with `--fetch-timeout` need: all
+    /// attempts of one request end within `timeout` + 10 % (``RetryPolicy/forFetchTimeout(_:)``),
+    /// and connect and the rate-floor window are a third of it (at least 1 s), so a dead or
+    /// stalled server leaves time for two more tries.
+    public mutating func limitFetches(to timeout: Duration) {
+        retry = .forFetchTimeout(timeout)
+        let third = max(Duration.seconds(1), timeout / 3)
+        http.stallTimeout = third
+        http.connectTimeout = third
+    }
+}
+
+/// Sizes lazypull accepts from a registry, whatever it claims (DESIGN.md §9).
+public enum RegistryLimits {
+    /// A manifest or index (`fetchManifest`), as containerd's 4 MiB order of magnitude.
+    public static let manifestBytes = 8 << 20
+    /// A blob collected in memory (`fetchBlob`: image configs) unless the caller asks less.
+    public static let blobInMemoryBytes = 64 << 20
+    /// A token server's answer (`Authorizer`).
+    public static let tokenAnswerBytes = 1 << 20
+    /// Redirects followed for one request.
+    public static let redirects = 6
 }
 
 /// A client for one repository of an OCI distribution registry
@@ -20,6 +43,13 @@ public struct RegistryOptions: Sendable {
 ///
 /// Handles authentication challenges, redirects (never forwarding `Authorization` to another
 /// host), retries with backoff, and resumes interrupted blob downloads with `Range`.
+///
+/// Redirects: followed by this client, never by libcurl, at most ``RegistryLimits/redirects``.
+/// A `Location` must be `http` or `https` (``HTTPURLRule``); anything else fails the request
+/// with "registry redirected to gopher://…, only http and https are allowed". A registry
+/// reached over https may not redirect to plain http: containerd follows such a redirect,
+/// lazypull refuses it, so that nothing a TLS registry serves (tag-resolved manifests
+/// included) travels in clear text or can be swapped on the way.
 public final class RegistryClient: Sendable {
     public let reference: Reference
     let baseURL: String
@@ -36,7 +66,8 @@ public final class RegistryClient: Sendable {
         self.http = client
         let scheme = options.plainHTTP || reference.isLoopback ? "http" : "https"
         self.baseURL = "\(scheme)://\(reference.apiHost)/v2/\(reference.repository)"
-        self.authorizer = Authorizer(domain: reference.domain, http: client, credentials: options.credentials)
+        self.authorizer = Authorizer(domain: reference.domain, http: client, registryUsesTLS: scheme == "https",
+                                     credentials: options.credentials)
         self.pullScope = "repository:\(reference.repository):pull"
         self.pushScope = "repository:\(reference.repository):pull,push"
     }
@@ -58,8 +89,8 @@ public final class RegistryClient: Sendable {
         let request = HTTPRequest(url: url, headers: [("Accept", MediaType.manifestAccept)])
         var body: [UInt8] = []
         let response = try send(request, what: "manifest \(what)") { chunk in
-            guard body.count + chunk.count <= 8 << 20 else {
-                throw LazyPullError(.invalidManifest, "manifest \(what) is larger than 8 MiB")
+            guard body.count + chunk.count <= RegistryLimits.manifestBytes else {
+                throw LazyPullError(.invalidManifest, "manifest \(what) is larger than \(RegistryLimits.manifestBytes >> 20) MiB")
             }
             body.append(contentsOf: chunk)
         } restart: { body.removeAll() }
@@ -115,8 +146,8 @@ public final class RegistryClient: Sendable {
     // MARK: Blobs
 
     /// A small blob (config), verified against its descriptor.
-    public func fetchBlob(_ descriptor: Descriptor, limit: Int = 64 << 20) throws -> [UInt8] {
-        guard descriptor.size <= limit else {
+    public func fetchBlob(_ descriptor: Descriptor, limit: Int = RegistryLimits.blobInMemoryBytes) throws -> [UInt8] {
+        guard descriptor.size >= 0, descriptor.size <= limit else {
             throw LazyPullError(.invalidManifest, "blob \(descriptor.digest) is too large (\(descriptor.size) bytes)")
         }
         var body: [UInt8] = []
@@ -135,10 +166,14 @@ public final class RegistryClient: Sendable {
     /// the bytes already delivered skipped. The caller verifies the digest.
     public func streamBlob(_ digest: Digest, from offset: Int64,
                            sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard offset >= 0 else {
+            throw LazyPullError(.invalidArgument, "blob \(digest): negative offset \(offset)")
+        }
         var delivered: Int64 = 0
         var skip: Int64 = 0
         let url = "\(baseURL)/blobs/\(digest)"
-        try send(HTTPRequest(url: url), what: "blob \(digest)", range: { (offset + delivered, nil) }, sink: { chunk in
+        let what = "blob \(digest)"
+        try send(HTTPRequest(url: url), what: what, range: { (offset + delivered, nil) }, sink: { chunk in
             var bytes = chunk
             if skip > 0 {
                 let drop = Int(min(Int64(bytes.count), skip))
@@ -148,10 +183,23 @@ public final class RegistryClient: Sendable {
             }
             try sink(bytes)
             delivered += Int64(bytes.count)
-        }, restart: {}, onHead: { status in
+        }, restart: {}, onHead: { status, headers in
             // 200 to a ranged request: the body starts at byte 0.
             skip = status == 200 ? offset + delivered : 0
+            if status == 206 {
+                try self.checkPartial(headers, startsAt: offset + delivered, what: what)
+            }
         })
+    }
+
+    /// A 206 must say, in a valid `Content-Range`, that it starts at `first`: bytes from
+    /// anywhere else would be taken for the ones asked for.
+    private func checkPartial(_ headers: [(String, String)], startsAt first: Int64, what: String) throws {
+        let value = headers.first { $0.0 == "content-range" }?.1
+        guard let value, let range = ContentRange(parsing: value), range.first == first else {
+            let shown = value.map { "\"\(HTTPURLRule.printable($0, limit: 80))\"" } ?? "none"
+            throw LazyPullError(.registry, "\(what) from \(reference.domain): 206 with Content-Range \(shown), expected one starting at \(first)")
+        }
     }
 
     /// Bytes `offset ..< offset + length` of blob `digest` with one `Range` request
@@ -159,7 +207,8 @@ public final class RegistryClient: Sendable {
     public func fetchRange(_ digest: Digest, offset: Int64, length: Int64) throws -> [UInt8] {
         guard length > 0 else { return [] }
         var body: [UInt8] = []
-        body.reserveCapacity(Int(length))
+        // The length comes from image metadata: reserve what is sure to be cheap, grow past it.
+        body.reserveCapacity(Int(min(length, 16 << 20)))
         try streamRange(digest, offset: offset, length: length) { body.append(contentsOf: $0) }
         return body
     }
@@ -174,7 +223,9 @@ public final class RegistryClient: Sendable {
     public func streamRange(_ digest: Digest, offset: Int64, length: Int64,
                             sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard length > 0 else { return }
-        let end = offset + length
+        guard offset >= 0, case (let end, false) = offset.addingReportingOverflow(length) else {
+            throw LazyPullError(.invalidArgument, "blob \(digest): invalid range of \(length) bytes at \(offset)")
+        }
         var delivered: Int64 = 0       // bytes of the range passed to `sink`, over every attempt
         var position: Int64 = 0        // blob offset of the next byte the server sends
         var partial = false            // a 206: the body is the range asked for
@@ -189,9 +240,13 @@ public final class RegistryClient: Sendable {
                 delivered += to - from
             }
             if position >= end && !partial { throw RangeComplete() }
-        }, restart: {}, onHead: { status in
+            if position > end {
+                throw LazyPullError(.registry, "\(what) from \(reference.domain): 206 body longer than the range asked for")
+            }
+        }, restart: {}, onHead: { status, headers in
             partial = status == 206
             position = partial ? offset + delivered : 0
+            if partial { try self.checkPartial(headers, startsAt: offset + delivered, what: what) }
         }, stopSignal: { $0 is RangeComplete })
         guard delivered == length else {
             throw LazyPullError(.registry, "\(what) from \(reference.domain): short range, \(delivered) of \(length) bytes")
@@ -202,7 +257,9 @@ public final class RegistryClient: Sendable {
     /// yet: a suffix range (`Range: bytes=-N`, RFC 9110 §14.1.1), the size taken from
     /// `Content-Range`. A server that ignores Range sends the whole blob; its tail is kept.
     public func fetchTail(_ digest: Digest, length: Int64) throws -> (bytes: [UInt8], size: Int64) {
-        precondition(length > 0)
+        guard length > 0, length <= Int64(RegistryLimits.blobInMemoryBytes) else {
+            throw LazyPullError(.invalidArgument, "blob \(digest): invalid tail length \(length)")
+        }
         let keep = Int(length)
         var body: [UInt8] = []
         var received: Int64 = 0
@@ -217,17 +274,16 @@ public final class RegistryClient: Sendable {
         }, restart: {
             body.removeAll(keepingCapacity: true)
             received = 0
-        }, onHead: { status in partial = status == 206 })
+        }, onHead: { status, _ in partial = status == 206 })
         guard partial else {
             return (Array(body.suffix(keep)), received)
         }
-        // "bytes first-last/size"
-        guard let range = response.header("content-range"), range.hasPrefix("bytes "),
-              let slash = range.firstIndex(of: "/"), let size = Int64(range[range.index(after: slash)...]),
-              let dash = range.firstIndex(of: "-"), let first = Int64(range[range.index(range.startIndex, offsetBy: 6)..<dash]),
-              let last = Int64(range[range.index(after: dash)..<slash]),
-              last == size - 1, last - first + 1 == Int64(body.count), body.count <= keep else {
-            throw LazyPullError(.registry, "\(what) from \(reference.domain): invalid Content-Range \"\(response.header("content-range") ?? "")\" for \(body.count) bytes")
+        // "bytes first-last/size": the last bytes of the blob, as many as arrived.
+        let header = response.header("content-range")
+        guard let header, let range = ContentRange(parsing: header), let size = range.completeLength,
+              range.last == size - 1, range.length == Int64(body.count), body.count <= keep else {
+            let shown = HTTPURLRule.printable(header ?? "", limit: 80)
+            throw LazyPullError(.registry, "\(what) from \(reference.domain): invalid Content-Range \"\(shown)\" for \(body.count) bytes")
         }
         return (body, size)
     }
@@ -280,16 +336,20 @@ public final class RegistryClient: Sendable {
               range: (() -> (first: Int64, last: Int64?))? = nil,
               sink: (UnsafeRawBufferPointer) throws -> Void,
               restart: () -> Void,
-              onHead: (Int) -> Void = { _ in },
+              onHead: (Int, [(String, String)]) throws -> Void = { _, _ in },
               stopSignal: (Error) -> Bool = { _ in false },
               scope: String? = nil) throws -> HTTPResponse {
         let scope = scope ?? pullScope
         let start = ContinuousClock.now
+        let deadline = options.retry.deadline.map { start + $0 }
         var attempt = 0
         var reauthorized = false
+        var lastFailure: LazyPullError?
         while true {
             attempt += 1
-            var lastFailure: LazyPullError
+            if let deadline, deadline - .now < RetryPolicy.minimumAttempt {
+                throw timedOut(what, after: attempt - 1, lastFailure: lastFailure)
+            }
             var retryAfter: String?
             do {
                 restart()
@@ -304,7 +364,8 @@ public final class RegistryClient: Sendable {
                 }
                 let response: HTTPResponse
                 do {
-                    response = try sendFollowingRedirects(attemptRequest, scope: scope, sink: sink, onHead: onHead)
+                    response = try sendFollowingRedirects(attemptRequest, scope: scope, deadline: deadline,
+                                                          sink: sink, onHead: onHead)
                 } catch where stopSignal(error) {
                     return HTTPResponse(status: 200, headers: [], errorBody: [], url: attemptRequest.url)
                 }
@@ -322,47 +383,82 @@ public final class RegistryClient: Sendable {
             } catch let error as LazyPullError where error.code == .transport {
                 lastFailure = error
             }
+            let failure = lastFailure ?? LazyPullError(.transport, "\(what) from \(reference.domain) failed")
             let elapsed = ContinuousClock.now - start
-            guard let wait = options.retry.delay(afterAttempt: attempt, retryAfter: retryAfter, elapsed: elapsed) else {
-                throw LazyPullError(lastFailure.code, "\(lastFailure.message) (gave up after \(attempt) attempts)")
+            guard var wait = options.retry.delay(afterAttempt: attempt, retryAfter: retryAfter, elapsed: elapsed) else {
+                throw LazyPullError(failure.code, "\(failure.message) (gave up after \(attempt) attempts)")
+            }
+            if let deadline {
+                let left = deadline - .now
+                guard left - wait >= RetryPolicy.minimumAttempt else { throw timedOut(what, after: attempt, lastFailure: failure) }
+                wait = min(wait, left)
             }
             Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
         }
     }
 
-    private func sendFollowingRedirects(_ request: HTTPRequest, scope: String,
+    private func sendFollowingRedirects(_ request: HTTPRequest, scope: String, deadline: ContinuousClock.Instant?,
                                         sink: (UnsafeRawBufferPointer) throws -> Void,
-                                        onHead: (Int) -> Void) throws -> HTTPResponse {
+                                        onHead: (Int, [(String, String)]) throws -> Void) throws -> HTTPResponse {
         var current = request
         let origin = Self.authority(of: request.url)
-        for _ in 0..<6 {
+        for _ in 0..<RegistryLimits.redirects {
             var sent = current
-            if Self.authority(of: current.url) == origin, let authorization = try authorizer.authorization(scope: scope) {
+            if Self.authority(of: current.url) == origin,
+               let authorization = try authorizer.authorization(scope: scope, timeout: deadline.map { $0 - .now }) {
                 sent.headers.append(("Authorization", authorization))
             }
-            let response = try http.perform(sent, onHead: { status, _ in onHead(status) }, sink: sink)
+            if let deadline {
+                let left = deadline - .now
+                guard left >= RetryPolicy.minimumAttempt else {
+                    throw LazyPullError(.transport, "\(current.method) \(HTTPURLRule.printable(current.url)): fetch deadline reached")
+                }
+                sent.timeout = min(sent.timeout ?? left, left)
+            }
+            let response = try http.perform(sent, onHead: onHead, sink: sink)
             guard [301, 302, 303, 307, 308].contains(response.status), let location = response.header("location") else {
                 return response
             }
-            guard let next = URL(string: location, relativeTo: URL(string: current.url))?.absoluteString else {
-                throw LazyPullError(.registry, "\(current.method) \(current.url): invalid redirect location \"\(location)\"")
-            }
-            current.url = next
+            current.url = try Self.redirectTarget(location, from: current.url)
         }
-        throw LazyPullError(.registry, "\(request.method) \(request.url): too many redirects")
+        throw LazyPullError(.registry, "\(request.method) \(HTTPURLRule.printable(request.url)): too many redirects")
     }
 
-    /// `host:port` of a URL, the unit that may see our credentials.
+    /// Where a redirect from `from` to `location` leads, checked: an http or https URL
+    /// (``HTTPURLRule``), and not plain http when `from` was https.
+    static func redirectTarget(_ location: String, from: String) throws -> String {
+        guard let next = URL(string: location, relativeTo: URL(string: from))?.absoluteString else {
+            throw LazyPullError(.registry, "registry redirected to an invalid location \"\(HTTPURLRule.printable(location))\"")
+        }
+        guard let scheme = HTTPURLRule.scheme(of: next) else {
+            throw LazyPullError(.registry, "registry redirected to \(HTTPURLRule.printable(next)), only http and https are allowed")
+        }
+        if scheme == "http" && HTTPURLRule.scheme(of: from) == "https" {
+            throw LazyPullError(.registry, "registry redirected from https to \(HTTPURLRule.printable(next)), plain http is not allowed after https")
+        }
+        return next
+    }
+
+    /// `scheme://host:port` of a URL, the unit that may see our credentials (a change of
+    /// scheme is a change of origin, RFC 6454 §4).
     static func authority(of url: String) -> String {
         guard let c = URLComponents(string: url) else { return url }
-        let port = c.port ?? (c.scheme == "https" ? 443 : 80)
-        return "\(c.host ?? ""):\(port)"
+        let scheme = c.scheme?.lowercased() ?? ""
+        let port = c.port ?? (scheme == "https" ? 443 : 80)
+        return "\(scheme)://\(c.host?.lowercased() ?? ""):\(port)"
+    }
+
+    /// The error of a request that ran out of its ``RetryPolicy/deadline``.
+    private func timedOut(_ what: String, after attempts: Int, lastFailure: LazyPullError?) -> LazyPullError {
+        let limit = options.retry.deadline ?? .zero
+        let cause = lastFailure.map { ": \($0.message)" } ?? ""
+        return LazyPullError(.transport, "\(what) from \(reference.domain): no answer within the fetch deadline of \(limit) (\(attempts) attempts)\(cause)")
     }
 
     private func describe(_ response: HTTPResponse, what: String) -> LazyPullError {
         struct ErrorBody: Decodable { struct E: Decodable { var code: String?; var message: String? }; var errors: [E]? }
         let detail = (try? JSONDecoder().decode(ErrorBody.self, from: Data(response.errorBody)))?.errors?.first
-            .map { [$0.code, $0.message].compactMap { $0 }.joined(separator: ": ") }
+            .map { HTTPURLRule.printable([$0.code, $0.message].compactMap { $0 }.joined(separator: ": "), limit: 200) }
         let suffix = detail.map { " (\($0))" } ?? ""
         let host = reference.domain
         switch response.status {

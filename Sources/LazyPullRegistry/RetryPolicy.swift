@@ -2,19 +2,45 @@ import Foundation
 
 /// When and how long to wait before trying a request again: exponential backoff with full
 /// jitter, `Retry-After` honoured, and a hard bound on attempts and on total time.
+///
+/// **The deadline bound.** With ``deadline`` set to D, one registry request (every attempt,
+/// the token fetches and redirects inside them, and the waits between them) returns or
+/// throws within D plus scheduling slack, at most D + 10 % (and never more than D + 1 s):
+/// each transfer gets `CURLOPT_TIMEOUT_MS` = the time left, a wait is cut to the time left,
+/// and no attempt starts with less than ``minimumAttempt`` left. Whatever the server does
+/// (refuse, accept and hang, drip a 206 at 2 bytes/s) the request fails with a timeout
+/// within that bound. Lazy reads use D = `--fetch-timeout` (``forFetchTimeout(_:)``).
+///
+/// Without a deadline (eager pulls of layers of any size), each attempt is bounded by the
+/// rate floor of ``HTTPOptions`` (at least ``HTTPOptions/minimumRate`` bytes/s over
+/// ``HTTPOptions/stallTimeout``), and no retry starts after ``budget``.
 public struct RetryPolicy: Sendable {
     public var maxAttempts: Int
     public var baseDelay: Duration
     public var maxDelay: Duration
     /// No retry starts once this much time has passed since the first attempt.
     public var budget: Duration
+    /// When set, the whole request ends within this (see the type's documentation).
+    public var deadline: Duration?
+
+    /// An attempt is not started with less than this left before the ``deadline``: it could
+    /// not finish, and the time is better spent failing promptly.
+    public static let minimumAttempt: Duration = .milliseconds(50)
 
     public init(maxAttempts: Int = 6, baseDelay: Duration = .milliseconds(200),
-                maxDelay: Duration = .seconds(8), budget: Duration = .seconds(60)) {
+                maxDelay: Duration = .seconds(8), budget: Duration = .seconds(60), deadline: Duration? = nil) {
         self.maxAttempts = maxAttempts
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay
         self.budget = budget
+        self.deadline = deadline
+    }
+
+    /// The policy of lazy reads with `--fetch-timeout T`: retries (short backoff, up to 2 s
+    /// apart) for as long as T allows, and every read's request over within T (+10 %).
+    public static func forFetchTimeout(_ timeout: Duration) -> RetryPolicy {
+        RetryPolicy(maxAttempts: 100, baseDelay: .milliseconds(200), maxDelay: .seconds(2),
+                    budget: timeout, deadline: timeout)
     }
 
     /// Retryable: transport errors, 408, 429 and 5xx except 501 (not implemented is final).
@@ -39,12 +65,15 @@ public struct RetryPolicy: Sendable {
     /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
     static func parseRetryAfter(_ value: String) -> Duration? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Int(trimmed), seconds >= 0 { return .seconds(seconds) }
+        // Digits only (no sign), capped at a day: the caller cuts it to its budget anyway.
+        if !trimmed.isEmpty, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            return .seconds(trimmed.utf8.count > 5 ? 86_400 : min(Int(trimmed) ?? 86_400, 86_400))
+        }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         guard let date = formatter.date(from: trimmed) else { return nil }
-        return .milliseconds(max(0, Int(date.timeIntervalSinceNow * 1000)))
+        return .milliseconds(Int(min(max(0, date.timeIntervalSinceNow), 86_400) * 1000))
     }
 }

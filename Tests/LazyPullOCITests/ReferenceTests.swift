@@ -65,6 +65,62 @@ struct ReferenceTests {
     }
 }
 
+@Suite("Loopback detection by address")
+struct LoopbackTests {
+    /// host as it appears in a reference (port stripped by the caller), loopback?
+    static let hosts: [(String, Bool)] = [
+        ("localhost", true),
+        ("127.0.0.1", true),
+        ("127.255.255.255", true),
+        ("127.1.2.3", true),
+        ("[::1]", true),
+        ("::1", true),
+        ("[0:0:0:0:0:0:0:1]", true),
+        ("[0000:0000::0001]", true),
+        ("[::0:1]", true),
+        // Not loopback: names that look like it, short or odd forms, other addresses.
+        ("127.evil.example", false),
+        ("127.0.0.1.evil.example", false),
+        ("127.0.0.1.", false),
+        ("127.1", false),
+        ("127.0.1", false),
+        ("127.0.0.1.1", false),
+        ("127.0.0.256", false),
+        ("127.0.0.-1", false),
+        ("127.0.0.01", false),
+        ("0127.0.0.1", false),
+        ("127.0.0.0x1", false),
+        ("127..0.1", false),
+        ("128.0.0.1", false),
+        ("10.0.0.1", false),
+        ("2130706433", false),
+        ("localhost.", false),
+        ("localhost.evil.example", false),
+        ("mylocalhost", false),
+        ("[::2]", false),
+        ("[::]", false),
+        ("[::1", false),
+        ("::1]", false),
+        ("[1::1]", false),
+        ("[::1::1]", false),
+        ("[::ffff:7f00:1]", false),
+        ("[0:0:0:0:0:0:0:0:1]", false),
+        ("[00000::1]", false),
+        ("", false),
+    ]
+
+    @Test(arguments: hosts)
+    func detects(host: String, loopback: Bool) {
+        #expect(Reference.isLoopbackHost(host) == loopback)
+    }
+
+    @Test(arguments: [("127.evil.example/img", false), ("127.evil.example:5000/img", false), ("127.0.0.1:5000/img", true),
+                      ("[::1]:5000/img", true), ("localhost:5000/img", true), ("127.0.0.1.nip.io/img", false)])
+    func referenceHost(input: String, loopback: Bool) throws {
+        #expect(try Reference(parsing: input).isLoopback == loopback)
+    }
+}
+
 @Suite("Digests")
 struct DigestTests {
     @Test func sha256OfKnownInput() {

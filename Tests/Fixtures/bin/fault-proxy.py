@@ -10,6 +10,7 @@ Usage:
                  [--fail-status CODE --fail-count N [--retry-after S]]
                  [--drop-after-bytes N --drop-count K [--drop-rst]]
                  [--ignore-range] [--flip-byte [--flip-count K]]
+                 [--redirect-to URL] [--drip-rate N] [--hang]
 
 Main listener: 127.0.0.1:PORT.  Every request (method, path, query, headers
 incl. Authorization, body; chunked request bodies are de-chunked) is forwarded
@@ -54,13 +55,26 @@ the bytes.
     For blob GETs answered 2xx, the byte at offset len(body)//2 of the body
     sent is XORed with 0xFF (all blob GETs, or only the first K).
 
-Fault order for one blob GET: fail-status first, then drop, then flip.
+--redirect-to URL
+    Every blob GET on the main listener is answered 307 with "Location: URL"
+    (e.g. gopher://127.0.0.1:6379/_INFO or file:///etc/passwd) without
+    contacting the upstream: a registry steering its client elsewhere.
+--drip-rate N
+    Blob GETs answered 2xx get the upstream's status and headers at once,
+    then the body at N bytes per second (one byte at a time), until the
+    client gives up.
+--hang
+    Blob GETs are read and never answered; the connection stays open until
+    the client closes it.
+
+Fault order for one blob GET: redirect-to and hang first, then fail-status,
+then drop, then drip, then flip.
 
 Log: one JSON line per request appended to --log:
   {"time","listener":"main"|"redirect","method","path","query","range",
    "status","authorization_present","bytes_sent","fault"}
   fault is null or one of "fail-status","drop","flip","redirect",
-  "reject-auth".  bytes_sent counts body bytes written to the client.
+  "reject-auth","redirect-to","drip","hang".  bytes_sent counts body bytes written to the client.
 Readiness: prints "ready" on stdout and writes --ready-file (if given) once
 all listeners accept connections.  SIGTERM/SIGINT stop it cleanly.
 """
@@ -226,7 +240,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if length is None and not no_body:
             body = resp.read()  # chunked / close-delimited upstream: buffer
             length = str(len(body))
-        drop = flip = False
+        drop = flip = drip = False
         total_len = int(length) if length is not None else 0
         if fault_ok and 200 <= status < 300 and not no_body:
             if (self.state.args.drop_after_bytes is not None
@@ -234,6 +248,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     and self.state.take("drop_left")):
                 drop = True
                 self.entry["fault"] = "drop"
+            elif self.state.args.drip_rate:
+                drip = True
+                self.entry["fault"] = "drip"
             elif self.state.take("flip_left"):
                 flip = True
                 self.entry["fault"] = "flip"
@@ -272,11 +289,34 @@ class ProxyHandler(BaseHTTPRequestHandler):
             pos += len(data)
             if sent + len(data) > limit:
                 data = data[:limit - sent]
-            self.wfile.write(data)
+            if drip:
+                self.drip(data)
+            else:
+                self.wfile.write(data)
             sent += len(data)
             self.entry["bytes_sent"] = sent
         if drop or sent < total:
             self.abort_connection()
+
+    def drip(self, data):
+        """Write data one byte at a time at --drip-rate bytes per second."""
+        pause = 1.0 / self.state.args.drip_rate
+        for i in range(len(data)):
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            self.entry["bytes_sent"] += 1
+            time.sleep(pause)
+
+    def hang(self):
+        """Answer nothing; hold the connection until the client closes it."""
+        self.entry["fault"] = "hang"
+        self.close_connection = True
+        try:
+            self.connection.settimeout(None)
+            while self.connection.recv(4096):
+                pass
+        except OSError:
+            pass
 
     def abort_connection(self):
         self.close_connection = True
@@ -341,6 +381,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
         is_blob = m is not None and "/blobs/uploads" not in url.path
         redirect = is_blob and a.redirect_port and self.command in ("GET", "HEAD")
         fault_ok = is_blob and self.command == "GET" and not a.redirect_port
+        if fault_ok and a.redirect_to:
+            self.entry["fault"] = "redirect-to"
+            self.send_simple(307, b"", [("Location", a.redirect_to)])
+            return
+        if fault_ok and a.hang:
+            self.hang()
+            return
         if fault_ok and self.state.take("fail_left"):
             self.fail_response()
             return
@@ -420,6 +467,9 @@ def main():
     ap.add_argument("--ignore-range", action="store_true")
     ap.add_argument("--flip-byte", action="store_true")
     ap.add_argument("--flip-count", type=int)
+    ap.add_argument("--redirect-to")
+    ap.add_argument("--drip-rate", type=float)
+    ap.add_argument("--hang", action="store_true")
     args = ap.parse_args()
     if not args.upstream.startswith("http://"):
         ap.error("--upstream must be an http:// URL")

@@ -1,0 +1,133 @@
+import Foundation
+import LazyPullOCI
+import LazyPullRegistry
+import Testing
+
+/// A registry that tries to steer libcurl (redirects to other protocols) or to hold a fetch
+/// forever (hanging, dripping a 206), through the fault proxy in front of a real registry.
+/// The elapsed-time bounds below are the correctness bound of issue 13 (a fetch fails within
+/// 2× its timeout), kept generous; they are not performance assertions.
+@Suite("Hostile registries", .serialized)
+struct RegistryHostileTests {
+    /// The digest of the larger layer (data.bin) of `repo:tag` in `registry`, read directly.
+    func dataLayer(_ registry: TestRegistry, _ name: String) throws -> Descriptor {
+        let client = RegistryClient(reference: try Reference(parsing: "\(registry.host)/\(name)"))
+        let image = try client.resolve(platform: .host)
+        return try #require(image.manifestValue.layers.max { $0.size < $1.size })
+    }
+
+    @Test("a redirect to gopher:// or file:// is refused with a one-line error, and no local file is read",
+          arguments: ["gopher", "file", "dict"])
+    func redirectToOtherProtocol(scheme: String) throws {
+        let tmp = try TemporaryDirectory("redir-\(scheme)")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "steer:v1", "1"])
+        let secret = tmp.path + "/secret.txt"
+        try "canary-\(UUID().uuidString)\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let canary = try String(contentsOfFile: secret, encoding: .utf8).trimmingCharacters(in: .newlines)
+        let target = switch scheme {
+        case "file": "file://\(secret)"
+        case "dict": "dict://127.0.0.1:\(freePort())/stat"
+        default: "gopher://127.0.0.1:\(freePort())/_GET%20/"
+        }
+        let port = freePort()
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path,
+                                   ["--redirect-to", target])
+        let result = try lazypull(["pull", "--quiet", "127.0.0.1:\(port)/steer:v1"], root: tmp.path + "/root", check: false)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("registry redirected to \(scheme)://"), "\(result.stderr)")
+        #expect(result.stderr.contains("only http and https are allowed"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(!result.stderr.contains(canary) && !result.stdout.contains(canary))
+        #expect(logLines(tmp.path + "/proxy.log").contains { ($0["fault"] as? String) == "redirect-to" })
+        withExtendedLifetime(proxy) {}
+    }
+
+    /// Registry options of a lazy read with `--fetch-timeout` `seconds`.
+    func lazyReadOptions(_ seconds: Int) -> RegistryOptions {
+        var options = RegistryOptions()
+        options.limitFetches(to: .seconds(seconds))
+        return options
+    }
+
+    @Test("a ranged fetch fails within its deadline whether the server drips a 206, hangs or refuses",
+          arguments: ["drip", "hang", "refuse"])
+    func deadline(fault: String) throws {
+        let tmp = try TemporaryDirectory("deadline-\(fault)")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "slow:v1", "1"])
+        let layer = try dataLayer(registry, "slow:v1")
+        let port = freePort()
+        let args = switch fault {
+        case "drip": ["--drip-rate", "2"]
+        case "hang": ["--hang"]
+        default: [String]()
+        }
+        let proxy = fault == "refuse" ? nil
+            : try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path, args)
+        let timeout = 4
+        let client = RegistryClient(reference: try Reference(parsing: "127.0.0.1:\(port)/slow:v1"),
+                                    options: lazyReadOptions(timeout))
+        let started = ContinuousClock.now
+        var received = 0
+        #expect {
+            try client.streamRange(layer.digest, offset: 0, length: 64 << 10) { received += $0.count }
+        } throws: { error in
+            guard let e = error as? LazyPullError else { return false }
+            return e.code == .transport && !e.message.contains("\n")
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .seconds(2 * timeout), "took \(elapsed) with a \(timeout) s fetch timeout")
+        #expect(received < 64 << 10)
+        if fault != "refuse" {
+            #expect(logLines(tmp.path + "/proxy.log").contains { ($0["fault"] as? String) == fault })
+        }
+        withExtendedLifetime(proxy) {}
+    }
+
+    @Test("a 206 whose Content-Range does not start where asked is refused")
+    func wrongContentRange() throws {
+        let tmp = try TemporaryDirectory("badrange")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "range:v1", "1"])
+        let layer = try dataLayer(registry, "range:v1")
+        let client = RegistryClient(reference: try Reference(parsing: "\(registry.host)/range:v1"))
+        // The registry itself answers correctly: a sanity check of the strict parse.
+        let bytes = try client.fetchRange(layer.digest, offset: 10, length: 100)
+        #expect(bytes.count == 100)
+        let (tail, size) = try client.fetchTail(layer.digest, length: 50)
+        #expect(tail.count == 50 && size == layer.size)
+    }
+}
+
+/// A lazy read through a mounted image when the registry drips or hangs: EIO within
+/// 2× `--fetch-timeout` (issue 13 acceptance 4 and 6), the mount stays up.
+@Suite("Lazy reads against a slow registry", .serialized)
+struct LazySlowRegistryTests {
+    @Test("a dripping 206 or a hanging registry fails the read with EIO within 2× --fetch-timeout",
+          arguments: [["--drip-rate", "2"], ["--hang"]])
+    func slowRead(fault: [String]) throws {
+        let tmp = try TemporaryDirectory("lazyslow")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "small:v1", "2"])
+        let containerd = try TestContainerd(in: tmp.path)
+        try run(["convert-image.sh", containerd.socket, "\(registry.host)/small:v1", "\(registry.host)/small:esgz", "estargz"])
+        let port = freePort()
+        let root = tmp.path + "/root", mnt = tmp.path + "/mnt"
+        var front = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path)
+        let timeout = 5
+        try lazypull(["mount", "--no-background-fetch", "--fetch-timeout", String(timeout), "127.0.0.1:\(port)/small:esgz", mnt],
+                     root: root)
+        defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
+        front.stop()
+        front = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path, fault)
+
+        let started = ContinuousClock.now
+        let read = try run(["timeout", "120", "cat", mnt + "/data.bin"], check: false)
+        let elapsed = ContinuousClock.now - started
+        #expect(read.status == 1 && read.stderr.contains("Input/output error"), "\(read.status) \(read.stderr)")
+        #expect(elapsed < .seconds(2 * timeout), "read took \(elapsed) with --fetch-timeout \(timeout)")
+        #expect(isMounted(mnt))
+        front.stop()
+    }
+}
