@@ -57,7 +57,7 @@ public struct MountTable: Sendable {
         try state.metadata.deleteMount(at: target)
         // The image's merged lower goes with its last mount.
         if let merged = record.mergedLower, try !state.metadata.mounts().contains(where: { $0.mergedLower == merged }) {
-            umount2(merged, Int32(MNT_DETACH))
+            DeadMounts.detachAll(at: merged)
             rmdir(merged)
         }
         // Lazy layers only this mount stood on are not served any more.

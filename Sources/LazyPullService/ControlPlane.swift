@@ -30,11 +30,16 @@ public final class ControlPlane: Sendable {
     }
 
     /// Serves the control socket until the process ends. One control plane serves a root at
-    /// a time: another waits until this one ends. `beforeServing` runs once this process owns
-    /// the root and has restored its mounts, before the control socket answers.
+    /// a time: one started while another holds the root's lock exits at once (status 0; the
+    /// client that started it talks to the other, or starts one again once that one ended).
+    /// `beforeServing` runs once this process owns the root and has restored its mounts,
+    /// before the control socket answers.
     public func run(beforeServing: () throws -> Void = {}) throws -> Never {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
-        let lock = try FileLock(path: paths.controlLock, mode: .exclusive)
+        guard let lock = try FileLock.attempt(path: paths.controlLock, mode: .exclusive) else {
+            log("control plane \(getpid()): another control plane serves \(paths.root), exiting")
+            exit(0)
+        }
         try restore()
         try beforeServing()
         // The first lazy mount needs the layer host: start it while the mount resolves.
@@ -42,9 +47,36 @@ public final class ControlPlane: Sendable {
         let listener = try JSONLineListener(path: paths.controlSocket)
         self.listener.withLock { $0 = listener }
         log("control plane \(getpid()) serving \(paths.controlSocket)")
+        if exitWhenIdle { watchIdle() }
         listener.serve { [self] connection in
-            withExtendedLifetime(lock) { handle(connection) }
+            withExtendedLifetime(lock) {
+                activity.withLock { $0.connections += 1; $0.last = .now }
+                defer { activity.withLock { $0.connections -= 1; $0.last = .now } }
+                handle(connection)
+            }
         }
+    }
+
+    /// Connections being handled, and when the last one began or ended.
+    private let activity = Mutex<(connections: Int, last: ContinuousClock.Instant)>((0, .now))
+    /// A control plane started on demand that has had nothing to do for this long, with nothing
+    /// mounted, ends (its starter died before asking anything, or its mount failed early).
+    static let idleExit: Duration = .seconds(60)
+
+    /// Ends the process once it has been idle for ``idleExit``.
+    private func watchIdle() {
+        let thread = Thread { [self] in
+            while true {
+                Thread.sleep(forTimeInterval: 5)
+                let quiet = activity.withLock { $0.connections == 0 && ContinuousClock.now - $0.last > Self.idleExit }
+                guard quiet else { continue }
+                // (A client that connected just before the socket went away finds the
+                // connection closed without an answer and asks a successor.)
+                if operations.withLock({ _ in (try? stopListeningIfIdle()) ?? false }) { shutdown() }
+            }
+        }
+        thread.stackSize = 64 << 10
+        thread.start()
     }
 
     /// Serves again every lazy layer that something stands on (after a restart of this
@@ -151,7 +183,7 @@ public final class ControlPlane: Sendable {
             try MountTable(state: state).mount(record, at: request.target, readOnly: request.readOnly, mergedLower: merged)
         } catch {
             if let merged, try !state.metadata.mounts().contains(where: { $0.mergedLower == merged }) {
-                umount2(merged, Int32(MNT_DETACH))
+                DeadMounts.detachAll(at: merged)
                 rmdir(merged)
             }
             throw error
@@ -264,7 +296,7 @@ public struct ControlClient: Sendable {
                      notice: (String) -> Void = { _ in }) throws -> ControlReply? {
         let connection: JSONLineConnection?
         if start {
-            connection = try Daemon.connect(to: paths.controlSocket,
+            connection = try Daemon.connect(to: paths.controlSocket, lock: paths.controlLock,
                                             starting: ["serve", "--root", paths.root, "--exit-when-idle"],
                                             executable: Daemon.serveExecutable, log: paths.controlLog, what: "control plane")
         } else {

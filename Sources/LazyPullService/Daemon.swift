@@ -41,27 +41,47 @@ public enum Daemon {
         return pid
     }
 
+    /// How many times one client starts the process of a socket before giving up: a started
+    /// process that ends without serving either lost the root to another one that ended in
+    /// the meantime (then starting again is right) or cannot start at all.
+    static let maximumStarts = 5
+
     /// Connects to `socket`, starting the process that serves it when nobody does, and waits
-    /// (bounded) until it answers.
-    static func connect(to socket: String, starting arguments: [String], executable: String = Daemon.executable,
-                        log: String, what: String) throws -> JSONLineConnection {
-        if let connection = try JSONLineConnection.connect(to: socket) { return connection }
-        let pid = try spawn(arguments, executable: executable, log: log)
-        var deadline = Date().addingTimeInterval(30)
-        var exited = false
+    /// (bounded) until it answers. One process serves a root: it holds `lock` while it runs,
+    /// and one started while another holds it exits at once. So a process is started only
+    /// when nobody answers and nobody holds `lock`: a holder that does not answer is starting
+    /// (and will answer) or ending (and will let the lock go, then one is started).
+    static func connect(to socket: String, lock: String, starting arguments: [String],
+                        executable: String = Daemon.executable, log: String, what: String) throws -> JSONLineConnection {
+        let deadline = Date().addingTimeInterval(30)
+        var started: pid_t?
+        var starts = 0
         while Date() < deadline {
             if let connection = try JSONLineConnection.connect(to: socket) { return connection }
-            // It exits at once when another instance holds the root (that one will answer
-            // soon) or when it cannot start (then give up soon).
-            if !exited && kill(pid, 0) != 0 {
-                exited = true
-                deadline = min(deadline, Date().addingTimeInterval(3))
+            let ours = started.map { kill($0, 0) == 0 } ?? false
+            if !ours && !isHeld(lock) {
+                guard starts < maximumStarts else { break }
+                started = try spawn(arguments, executable: executable, log: log)
+                starts += 1
             }
             Thread.sleep(forTimeInterval: 0.01)
         }
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         let last = text.split(separator: "\n").last.map(String.init) ?? "no output"
         throw LazyPullError(.io, "the \(what) did not start (see \(log)): \(last)")
+    }
+
+    /// Whether some process holds the `flock(2)` lock on `path` (false when there is no such
+    /// file yet). Probed with a shared, non-blocking lock that is let go at once.
+    static func isHeld(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        while flock(fd, LOCK_SH | LOCK_NB) != 0 {
+            if errno == EINTR { continue }
+            return errno == EWOULDBLOCK
+        }
+        return false
     }
 }
 
@@ -75,7 +95,7 @@ public final class LayerHostClient: Sendable {
     func call(_ request: LayerHostRequest, start: Bool = true, retry: Bool = true) throws -> LayerHostReply? {
         let connection: JSONLineConnection?
         if start {
-            connection = try Daemon.connect(to: paths.hostSocket, starting: ["fuse-host", "--root", paths.root],
+            connection = try Daemon.connect(to: paths.hostSocket, lock: paths.hostLock, starting: ["fuse-host", "--root", paths.root],
                                             executable: Daemon.layerHostExecutable, log: paths.hostLog, what: "layer host")
         } else {
             connection = try JSONLineConnection.connect(to: paths.hostSocket)

@@ -155,8 +155,8 @@ public final class LayerHost: Sendable {
         }
         try attaching.withLock { _ in
             if merged.withLock({ $0[mountpoint] }) != nil { return }
-            var st = stat()
-            if stat(mountpoint, &st) != 0 && errno == ENOTCONN { umount2(mountpoint, Int32(MNT_DETACH)) }
+            // A merged view left by a host that died answers ENOTCONN: take it away first.
+            if DeadMounts.detach(at: mountpoint) > 0 { serviceLog("detached the dead mount at \(mountpoint)") }
             let tree = MergedFileSystem(layers: layers)
             let built = ContinuousClock.now
             let server = FUSEServer(fileSystem: tree, mountpoint: mountpoint)
@@ -188,10 +188,7 @@ public final class LayerHost: Sendable {
         let fileSystem: LayerFileSystem = try attaching.withLock { _ in
             if let existing = served.withLock({ $0[spec.mountpoint] }) { return existing.fileSystem }
             // A mount left by a host that died answers ENOTCONN: take it away first.
-            var st = stat()
-            if stat(spec.mountpoint, &st) != 0 && errno == ENOTCONN {
-                umount2(spec.mountpoint, Int32(MNT_DETACH))
-            }
+            if DeadMounts.detach(at: spec.mountpoint) > 0 { serviceLog("detached the dead mount at \(spec.mountpoint)") }
             let server = FUSEServer(fileSystem: built, mountpoint: spec.mountpoint)
             try server.start()
             served.withLock { $0[spec.mountpoint] = Served(spec: spec, server: server, fileSystem: built) }

@@ -4,17 +4,18 @@
 // It links none of the CLI's or the containerd socket's libraries (argument parsing, gRPC,
 // NIO, TOML): a smaller binary maps fewer pages into the one process that lives longest.
 import Foundation
+import LazyPullOCI
 import LazyPullService
 
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "fuse-host" { arguments.removeFirst() }
 guard arguments.count == 2, arguments[0] == "--root" else {
-    FileHandle.standardError.write(Data("usage: lazypull-fuse-host [fuse-host] --root DIR\n".utf8))
+    writeStandardError("usage: lazypull-fuse-host [fuse-host] --root DIR\n")
     exit(2)
 }
 do {
     try LayerHost.run(paths: ServicePaths(root: arguments[1]))
 } catch {
-    FileHandle.standardError.write(Data("lazypull-fuse-host: error: \(error)\n".utf8))
+    writeStandardError("lazypull-fuse-host: error: \(error)\n")
     exit(1)
 }

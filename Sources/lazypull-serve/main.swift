@@ -23,7 +23,7 @@ do {
         serviceLog("containerd snapshotter serving \(server.socketPath)")
     }
 } catch let error as LazyPullError {
-    FileHandle.standardError.write(Data("lazypull: error: \(error.message)\n".utf8))
+    writeStandardError("lazypull: error: \(error.message)\n")
     exit(error.code == .invalidArgument || error.code == .invalidReference ? 2 : 1)
 } catch {
     ServeCommand.exit(withError: error)

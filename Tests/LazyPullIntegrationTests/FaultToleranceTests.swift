@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+
+/// Issue 13, faults an operator meets: concurrent first mounts, a killed layer host (DESIGN
+/// §2a: one control plane and one layer host per state root, and nothing left behind).
+@Suite("Process faults: concurrent starts, a killed layer host", .serialized)
+struct FaultToleranceTests {
+    /// A registry with `small:esgz` (two eStargz layers) and `other:esgz` (one).
+    final class Images {
+        let tmp: TemporaryDirectory
+        let registry: TestRegistry
+        let containerd: TestContainerd
+
+        init(_ label: String) throws {
+            tmp = try TemporaryDirectory(label)
+            registry = try TestRegistry(in: tmp.path)
+            try run(["make-small-image.sh", registry.host, "small:v1", "2"])
+            try run(["make-small-image.sh", registry.host, "other:v1", "1"])
+            containerd = try TestContainerd(in: tmp.path)
+            for name in ["small", "other"] {
+                try run(["convert-image.sh", containerd.socket, "\(registry.host)/\(name):v1", "\(registry.host)/\(name):esgz", "estargz"])
+            }
+        }
+
+        func reference(_ name: String) -> String { "\(registry.host)/\(name):esgz" }
+    }
+
+    @Test("8 concurrent first mounts into a fresh root: one control plane, one layer host, none after the last umount")
+    func concurrentFirstMounts() throws {
+        let images = try Images("concurrent")
+        let root = images.tmp.path + "/root"
+        let targets = (0..<8).map { images.tmp.path + "/m\($0)" }
+        defer { for target in targets { _ = try? lazypull(["umount", target], root: root, check: false) } }
+        let results = Mutex8()
+        let reference = images.reference("small")
+        DispatchQueue.concurrentPerform(iterations: targets.count) { i in
+            let result = (try? lazypull(["mount", "--read-only", reference, targets[i]], root: root, check: false))
+                ?? CommandResult(status: -1, stdout: "", stderr: "not run")
+            results.set(i, result)
+        }
+        for (i, result) in results.all.enumerated() {
+            #expect(result.succeeded, "mount \(i): \(result.stderr)")
+        }
+        #expect(processes(root: root, command: "serve").count == 1, "\(processes(root: root, command: "serve"))")
+        #expect(processes(root: root, command: "fuse-host").count == 1, "\(processes(root: root, command: "fuse-host"))")
+        for target in targets {
+            #expect(try String(contentsOfFile: target + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        }
+        for target in targets { try lazypull(["umount", target], root: root) }
+        #expect(waitUntilNoProcess(root: root), "lazypull processes still running after the last umount")
+        #expect(fuseMountPoints(under: root) == [])
+
+        // A successor started after the idle exit works the same.
+        try lazypull(["mount", "--read-only", images.reference("small"), targets[0]], root: root)
+        #expect(processes(root: root, command: "serve").count == 1)
+        #expect(try String(contentsOfFile: targets[0] + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        try lazypull(["umount", targets[0]], root: root)
+        #expect(waitUntilNoProcess(root: root))
+    }
+
+    @Test("SIGKILL of the layer host, then mounts again: the dead mounts are detached, none left after the last umount")
+    func killedLayerHost() throws {
+        let images = try Images("killhost")
+        let root = images.tmp.path + "/root"
+        let (a, b, c) = (images.tmp.path + "/a", images.tmp.path + "/b", images.tmp.path + "/c")
+        defer { for dir in [a, b, c] { _ = try? lazypull(["umount", dir], root: root, check: false) } }
+        try lazypull(["mount", "--read-only", images.reference("small"), a], root: root)
+        #expect(try String(contentsOfFile: a + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        let hosts = processes(root: root, command: "fuse-host")
+        try #require(hosts.count == 1)
+        let before = fuseMountPoints(under: root)
+        #expect(before.count == 3, "\(before)")
+
+        kill(hosts[0], SIGKILL)
+        var gone = false
+        for _ in 0..<400 where !gone {
+            gone = kill(hosts[0], 0) != 0
+            if !gone { Thread.sleep(forTimeInterval: 0.025) }
+        }
+        try #require(gone)
+        // Its mounts are dead now (ENOTCONN), yet still in the mount table.
+        #expect(fuseMountPoints(under: root).count == before.count)
+
+        // The same image again (its layers and merged view at the same paths) and another one.
+        try lazypull(["mount", "--read-only", images.reference("small"), b], root: root)
+        try lazypull(["mount", "--read-only", images.reference("other"), c], root: root)
+        #expect(try String(contentsOfFile: b + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        #expect(try String(contentsOfFile: c + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        // Nothing stacked on a dead mount: each mountpoint is mounted once.
+        let points = fuseMountPoints(under: root)
+        #expect(points.count == Set(points).count, "stacked FUSE mounts: \(points)")
+        #expect(processes(root: root, command: "fuse-host").count == 1)
+
+        for dir in [a, b, c] { try lazypull(["umount", dir], root: root) }
+        #expect(waitUntilNoProcess(root: root), "lazypull processes still running after the last umount")
+        #expect(fuseMountPoints(under: root) == [], "FUSE mounts left: \(fuseMountPoints(under: root))")
+    }
+}
+
+/// Results of concurrent commands, by index.
+final class Mutex8: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Int: CommandResult] = [:]
+
+    func set(_ i: Int, _ result: CommandResult) { lock.withLock { results[i] = result } }
+    var all: [CommandResult] { lock.withLock { results.keys.sorted().compactMap { results[$0] } } }
+}
+
+/// Waits (bounded) until no control plane or layer host of `root` runs.
+func waitUntilNoProcess(root: String) -> Bool {
+    for _ in 0..<400 {
+        if processes(root: root, command: "serve").isEmpty && processes(root: root, command: "fuse-host").isEmpty { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return false
+}
+
+/// Mount points of FUSE file systems at or below `path`, one entry per mount (a path mounted
+/// twice, one on the other, appears twice), from `/proc/self/mountinfo`.
+func fuseMountPoints(under path: String) -> [String] {
+    let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    return text.split(separator: "\n").compactMap { line -> String? in
+        // id parent major:minor root mountpoint options [optional fields] - fstype source super
+        let fields = line.split(separator: " ").map(String.init)
+        guard fields.count > 5, let separator = fields.firstIndex(of: "-"), separator + 1 < fields.count else { return nil }
+        let point = fields[4].replacingOccurrences(of: "\\040", with: " ")
+        guard point == path || point.hasPrefix(path + "/"), fields[separator + 1].hasPrefix("fuse") else { return nil }
+        return point
+    }
+}
