@@ -72,7 +72,7 @@ extension LayerFileSystem {
             if name == "." { continue }
             if name == ".." { _ = stack.popLast(); continue }
             let parent = stack.last?.inode ?? 1
-            guard let child = nodes[Int(parent - 1)].childIndex[name] else { return nil }
+            guard let child = nodes[Int(parent - 1)].child(name) else { return nil }
             let node = nodes[Int(child - 1)]
             if node.attributes.st_mode & S_IFMT == S_IFLNK {
                 let base = node.linkTarget.hasPrefix("/") ? "" : "/" + stack.map(\.name).joined(separator: "/")

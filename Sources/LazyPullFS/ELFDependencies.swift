@@ -31,24 +31,36 @@ public struct ELFDependencies: Equatable, Sendable {
     }
 
     /// Parses the file's bytes; nil unless it is a dynamically linked 64-bit little-endian ELF.
+    /// Every offset and size comes from the file: all arithmetic on them is checked and every
+    /// read is bounded by `bytes.count`, so no input makes it trap or read outside `bytes`.
     public static func parse(_ bytes: UnsafeRawBufferPointer) -> ELFDependencies? {
-        func u16(_ at: Int) -> Int? { at >= 0 && at + 2 <= bytes.count ? Int(bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self).littleEndian) : nil }
-        func u32(_ at: Int) -> Int? { at >= 0 && at + 4 <= bytes.count ? Int(bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self).littleEndian) : nil }
+        /// `a + b`, nil when it overflows.
+        func sum(_ a: Int, _ b: Int) -> Int? {
+            let (s, overflow) = a.addingReportingOverflow(b)
+            return overflow ? nil : s
+        }
+        /// Whether `length` bytes at `at` are inside the file.
+        func inside(_ at: Int, _ length: Int) -> Bool {
+            at >= 0 && at <= bytes.count && length <= bytes.count - at
+        }
+        func u16(_ at: Int) -> Int? { inside(at, 2) ? Int(bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self).littleEndian) : nil }
+        func u32(_ at: Int) -> Int? { inside(at, 4) ? Int(bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self).littleEndian) : nil }
         func u64(_ at: Int) -> Int? {
-            guard at >= 0, at + 8 <= bytes.count else { return nil }
+            guard inside(at, 8) else { return nil }
             let v = bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self).littleEndian
             return v <= UInt64(Int.max) ? Int(v) : nil
         }
         func string(_ at: Int) -> String? {
             guard at >= 0, at < bytes.count else { return nil }
             var end = at
-            while end < bytes.count, bytes[end] != 0 { end += 1 }
-            guard end < bytes.count, end > at, end - at < 4096 else { return nil }
+            while end < bytes.count, end - at < 4096, bytes[end] != 0 { end += 1 }
+            guard end < bytes.count, end > at, bytes[end] == 0 else { return nil }
             return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<end]), as: UTF8.self)
         }
         guard bytes.count >= 64, bytes[0] == 0x7F, bytes[1] == 0x45, bytes[2] == 0x4C, bytes[3] == 0x46,
               bytes[4] == 2, bytes[5] == 1,
-              let phoff = u64(0x20), let phentsize = u16(0x36), let phnum = u16(0x38), phentsize >= 56, phnum <= 256 else {
+              let phoff = u64(0x20), let phentsize = u16(0x36), let phnum = u16(0x38), phentsize >= 56, phnum <= 256,
+              inside(phoff, phnum * phentsize) else {   // phnum * phentsize < 2^24
             return nil
         }
         struct Load { var vaddr: Int, offset: Int, size: Int }
@@ -56,7 +68,7 @@ public struct ELFDependencies: Equatable, Sendable {
         var interpreter: String?
         var dynamic: (offset: Int, size: Int)?
         for i in 0..<phnum {
-            let at = phoff + i * phentsize
+            let at = phoff + i * phentsize     // inside the file: checked above
             guard let type = u32(at), let offset = u64(at + 8), let vaddr = u64(at + 16), let size = u64(at + 32) else { return nil }
             switch type {
             case 1: loads.append(Load(vaddr: vaddr, offset: offset, size: size))
@@ -65,12 +77,14 @@ public struct ELFDependencies: Equatable, Sendable {
             default: break
             }
         }
-        guard let dynamic else { return nil }
+        guard let dynamic, dynamic.offset <= bytes.count else { return nil }
+        // The dynamic section as far as it is in the file.
+        let dynamicEnd = dynamic.offset + min(dynamic.size, bytes.count - dynamic.offset)
         var neededOffsets: [Int] = []
         var pathOffsets: [Int] = []
         var stringTable: Int?
         var at = dynamic.offset
-        while at + 16 <= dynamic.offset + dynamic.size, let tag = u64(at), let value = u64(at + 8), tag != 0 {
+        while dynamicEnd - at >= 16, let tag = u64(at), let value = u64(at + 8), tag != 0 {
             switch tag {
             case 1: neededOffsets.append(value)            // DT_NEEDED
             case 5: stringTable = value                    // DT_STRTAB (an address)
@@ -80,10 +94,10 @@ public struct ELFDependencies: Equatable, Sendable {
             at += 16
         }
         guard let stringTable,
-              let segment = loads.first(where: { stringTable >= $0.vaddr && stringTable < $0.vaddr + $0.size }) else { return nil }
-        let table = stringTable - segment.vaddr + segment.offset
-        let needed = neededOffsets.compactMap { string(table + $0) }
-        let runPaths = pathOffsets.compactMap { string(table + $0) }
+              let segment = loads.first(where: { stringTable >= $0.vaddr && stringTable - $0.vaddr < $0.size }),
+              let table = sum(stringTable - segment.vaddr, segment.offset) else { return nil }
+        let needed = neededOffsets.compactMap { sum(table, $0).flatMap(string) }
+        let runPaths = pathOffsets.compactMap { sum(table, $0).flatMap(string) }
             .flatMap { $0.split(separator: ":").map(String.init) }
             .filter { $0.hasPrefix("/") }   // $ORIGIN and relative entries are left to the loader
         return ELFDependencies(interpreter: interpreter, needed: needed, searchPaths: runPaths + systemPaths)

@@ -1,12 +1,13 @@
 import Foundation
+import LazyPullLayers
 import LazyPullOCI
 
-/// The fetched contents of one lazy layer on local disk.
+/// The fetched contents of one lazy layer, as one TOC lays it out, on local disk.
 ///
-/// One sparse file (`<directory>/<algorithm>/<hex>.data`) holds every regular file of the
-/// layer at a fixed place, in TOC order, so a file's bytes are contiguous (one `pread` per
-/// read) and reading the tree in order reads the cache sequentially. A map beside it
-/// (`<hex>.map`, one byte per chunk) says which chunks have arrived. Data is written before
+/// One sparse file (``LayerCacheFiles``: `<layer hex>.<toc hex>.data`) holds every regular
+/// file of the layer at a fixed place, in TOC order, so a file's bytes are contiguous (one
+/// `pread` per read) and reading the tree in order reads the cache sequentially. A map beside
+/// it (`.map`, one byte per chunk) says which chunks have arrived. Data is written before
 /// its map byte; a chunk found in the map by a later process is checked against its digest
 /// once before it is served, so a crash or a damaged disk can cost a fetch but never serve
 /// wrong bytes. A missing chunk is fetched once however many readers wait for it; a failed
@@ -30,11 +31,12 @@ final class LayerDataCache: @unchecked Sendable {
     private var states: [ChunkState]
     private var inFlight: Set<Int> = []
 
-    init(directory: String, layer: Digest, chunkCount: Int, dataSize: Int64) throws {
+    init(directory: String, layer: Digest, toc: Digest, chunkCount: Int, dataSize: Int64) throws {
         let base = "\(directory)/\(layer.algorithm)"
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        dataPath = "\(base)/\(layer.encoded).data"
-        let mapPath = "\(base)/\(layer.encoded).map"
+        let name = LayerCacheFiles.baseName(layer: layer, toc: toc)
+        dataPath = "\(base)/\(name).data"
+        let mapPath = "\(base)/\(name).map"
         let data = open(dataPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard data >= 0 else { throw LazyPullError.io("cannot open layer cache", path: dataPath, errno: errno) }
         let mapFile = open(mapPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -114,12 +116,18 @@ final class LayerDataCache: @unchecked Sendable {
 
     /// Calls `body` with `count` bytes at `position` of the data file, mapped, not copied.
     func withMappedBytes<R>(at position: Int64, count: Int, _ body: (UnsafeRawBufferPointer) -> R?) -> R? {
-        let page = Int64(sysconf(Int32(_SC_PAGESIZE)))
+        let page = Int64(max(4096, sysconf(Int32(_SC_PAGESIZE))))
+        guard position >= 0, count > 0 else { return nil }
         let aligned = position / page * page
         let lead = Int(position - aligned)
-        guard count > 0, let base = mmap(nil, lead + count, PROT_READ, MAP_SHARED, dataFD, off_t(aligned)),
+        // Past the data file's end a mapping would fault (SIGBUS) when touched.
+        var st = stat()
+        let (length, overflow) = lead.addingReportingOverflow(count)
+        let (end, endOverflow) = position.addingReportingOverflow(Int64(count))
+        guard !overflow, !endOverflow, fstat(dataFD, &st) == 0, end <= Int64(st.st_size),
+              let base = mmap(nil, length, PROT_READ, MAP_SHARED, dataFD, off_t(aligned)),
               base != MAP_FAILED else { return nil }
-        defer { munmap(base, lead + count) }
+        defer { munmap(base, length) }
         return body(UnsafeRawBufferPointer(start: base + lead, count: count))
     }
 

@@ -25,10 +25,16 @@ struct Chunk: Sendable {
 struct Node: Sendable {
     var attributes: stat
     var children: [(name: String, inode: UInt64)] = []
-    var childIndex: [String: UInt64] = [:]
+    /// Where each name is in `children`.
+    var childPosition: [String: Int] = [:]
     var linkTarget = ""
     var xattrs: [(name: String, value: [UInt8])] = []
     var chunks: [Chunk] = []
+
+    /// The inode of child `name`, if this directory has one.
+    func child(_ name: String) -> UInt64? {
+        childPosition[name].map { children[$0].inode }
+    }
 }
 
 /// Reads bytes `offset ..< offset + length` of a layer's blob, passing them to `sink` in order
@@ -92,8 +98,12 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     static let hiddenNames: Set<String> = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 
     /// `cacheDirectory` holds the fetched contents of lazy layers, a data file and a map per
-    /// layer, named by `layer` (the blob digest). `reads`: the on-demand reads of every layer
-    /// whose background fetch should yield to them (by default, this layer's alone).
+    /// layer and TOC, named by `layer` (the blob digest) and the digest of `located.json`
+    /// (``LayerCacheFiles``): the layout and every chunk digest a cache file was filled by
+    /// come from that one TOC, so an image naming another's layer with a TOC of its own
+    /// gets cache files of its own. `reads`: the on-demand reads of every layer whose
+    /// background fetch should yield to them (by default, this layer's alone). The TOC is
+    /// checked by ``TOCValidator`` first: one that breaks a rule is an error naming it.
     public init(located: LayerTOCReader.Located, layer: Digest, cacheDirectory: String,
                 reads: ReadActivity = ReadActivity(),
                 fetch: @escaping BlobRangeReader) throws {
@@ -101,10 +111,12 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         self.format = located.format
         self.fetch = fetch
         self.dataSize = located.dataEnd
+        let validated = try TOCValidator.validate(located.toc, layer: layer, dataEnd: located.dataEnd)
         var tree = LayerTree()
-        try tree.build(located.toc, dataEnd: located.dataEnd)
+        try tree.build(validated, layer: layer)
         var nodes = tree.nodes
-        // Every regular file gets its own span of the cache's data file, in tree order.
+        // Every regular file gets its own span of the cache's data file, in tree order. The
+        // spans add up to at most the TOC's regular bytes, which fit in an Int64 (validated).
         var index = 0
         var position: Int64 = 0
         for i in nodes.indices where !nodes[i].chunks.isEmpty {
@@ -113,16 +125,23 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
                 nodes[i].chunks[c].dataOffset = position + nodes[i].chunks[c].fileOffset
                 index += 1
             }
-            position += Int64(nodes[i].attributes.st_size)
+            let (next, overflow) = position.addingReportingOverflow(Int64(nodes[i].attributes.st_size))
+            guard !overflow else { throw LazyPullError(.hostileLayer, "layer \(layer): its files add up to more than \(Int64.max) bytes") }
+            position = next
         }
         self.nodes = nodes
         hasExtendedAttributes = nodes.contains { !$0.xattrs.isEmpty }
-        cache = try LayerDataCache(directory: cacheDirectory, layer: layer, chunkCount: index, dataSize: position)
+        tocDigest = Digest.sha256(of: located.json)
+        cache = try LayerDataCache(directory: cacheDirectory, layer: layer, toc: tocDigest, chunkCount: index, dataSize: position)
         allChunks = nodes.flatMap(\.chunks).sorted { $0.compressedStart < $1.compressedStart }
-        if let landmark = located.toc.entries.first(where: { $0.name == ".prefetch.landmark" })?.offset {
+        if let landmark = validated.entries.first(where: { $0.path == [".prefetch.landmark"] })?.offset {
             prefetchCount = allChunks.firstIndex { $0.compressedStart >= landmark } ?? allChunks.count
         }
     }
+
+    /// The digest of the TOC's JSON this layer is served from; with the blob digest, it names
+    /// the cache files (``LayerCacheFiles``).
+    public let tocDigest: Digest
 
     // MARK: FUSEFileSystem
 
@@ -132,7 +151,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     }
 
     public func lookup(parent: UInt64, name: String) throws -> FUSEEntry {
-        guard let inode = try node(parent).childIndex[name] else { throw FUSEError(ENOENT) }
+        guard let inode = try node(parent).child(name) else { throw FUSEError(ENOENT) }
         return FUSEEntry(inode: inode, attributes: nodes[Int(inode - 1)].attributes)
     }
 
@@ -165,8 +184,11 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     /// where its bytes are in the cache's data file; nil at or past the end of the file.
     private func prepareRead(_ inode: UInt64, offset: Int64, size: Int) throws -> (position: Int64, length: Int)? {
         let n = try node(inode)
+        guard offset >= 0, size >= 0 else { throw FUSEError(EINVAL) }
         let fileSize = Int64(n.attributes.st_size)
-        let end = min(fileSize, offset + Int64(size))
+        // The kernel's offset may be anything up to Int64.max: past the end is end of file.
+        let (requestedEnd, overflow) = offset.addingReportingOverflow(Int64(size))
+        let end = overflow ? fileSize : min(fileSize, requestedEnd)
         guard offset < end, let first = n.chunks.first else { return nil }
         // Chunks are in file order: the ones under [offset, end) are one run.
         let from = n.chunks.firstIndex { $0.fileOffset + $0.size > offset } ?? n.chunks.endIndex
@@ -269,6 +291,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     private func decode(_ chunk: Chunk, from compressed: [UInt8]) throws -> [UInt8] {
         let source: ByteSource = format == .estargz ? IsalGzipSource(MemorySource(compressed))
                                                     : try ZstdSource(MemorySource(compressed))
+        // innerOffset + size ≤ TOCValidator.maxChunkSize (validated): a bounded allocation.
         var data = [UInt8](repeating: 0, count: Int(chunk.innerOffset + chunk.size))
         let n = try data.withUnsafeMutableBytes { try source.readFully(into: $0) }
         guard n == data.count else {

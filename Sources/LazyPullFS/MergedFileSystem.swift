@@ -28,37 +28,63 @@ public final class MergedFileSystem: FUSEFileSystem, @unchecked Sendable {
     public init(layers: [LayerFileSystem]) {
         self.layers = layers
         var builder = Builder(layers: layers)
-        for (index, layer) in layers.enumerated() { builder.merge(layer: index, inode: 1, into: 1, isRoot: true, of: layer) }
+        for (index, layer) in layers.enumerated() { builder.merge(layer: index, of: layer) }
         nodes = builder.finish()
         hasExtendedAttributes = layers.contains { layer in
             layer.nodes.contains { $0.xattrs.contains { $0.name != Self.opaqueAttribute } }
         }
     }
 
+    /// Builds the merged tree with a work list, not recursion: an image decides how deep its
+    /// trees are. Directories are listed in slots with a position per name while building, so
+    /// replacing or removing a name costs the same however many a directory has.
     private struct Builder {
         let layers: [LayerFileSystem]
         var nodes: [MergedNode]
+        /// Per merged directory: its entries (nil: removed) and where each name is.
+        var slots: [[(name: String, inode: UInt64)?]]
+        var positions: [[String: Int]]
         /// Hard links inside one layer stay one inode.
         var byLayerInode: [Int: [UInt64: UInt64]] = [:]
 
         init(layers: [LayerFileSystem]) {
             self.layers = layers
             nodes = [MergedNode(layer: 0, inode: 1)]
+            slots = [[]]
+            positions = [[:]]
         }
 
         mutating func add(_ node: MergedNode) -> UInt64 {
             nodes.append(node)
+            slots.append([])
+            positions.append([:])
             return UInt64(nodes.count)
         }
 
-        /// Applies directory `inode` of layer `index` onto merged directory `target`.
-        mutating func merge(layer index: Int, inode: UInt64, into target: UInt64, isRoot: Bool = false, of layer: LayerFileSystem) {
+        func isDirectory(_ merged: UInt64) -> Bool {
+            let node = nodes[Int(merged - 1)]
+            return layers[node.layer].nodes[Int(node.inode - 1)].attributes.st_mode & S_IFMT == S_IFDIR
+        }
+
+        /// Applies layer `index` onto the merged tree, from its root down.
+        mutating func merge(layer index: Int, of layer: LayerFileSystem) {
+            var work: [(inode: UInt64, target: UInt64)] = [(1, 1)]
+            while let (inode, target) = work.popLast() {
+                mergeDirectory(layer: index, inode: inode, into: target, of: layer, work: &work)
+            }
+        }
+
+        /// Applies directory `inode` of layer `index` onto merged directory `target`; the
+        /// directories below it that merge go onto `work`.
+        mutating func mergeDirectory(layer index: Int, inode: UInt64, into target: UInt64, of layer: LayerFileSystem,
+                                     work: inout [(inode: UInt64, target: UInt64)]) {
             let source = layer.nodes[Int(inode - 1)]
-            nodes[Int(target - 1)].layer = index
-            nodes[Int(target - 1)].inode = inode
-            if !isRoot, source.xattrs.contains(where: { $0.name == MergedFileSystem.opaqueAttribute && $0.value == Array("y".utf8) }) {
-                nodes[Int(target - 1)].children = []
-                nodes[Int(target - 1)].childIndex = [:]
+            let t = Int(target - 1)
+            nodes[t].layer = index
+            nodes[t].inode = inode
+            if target != 1, source.xattrs.contains(where: { $0.name == MergedFileSystem.opaqueAttribute && $0.value == Array("y".utf8) }) {
+                slots[t] = []
+                positions[t] = [:]
             }
             for child in source.children {
                 let node = layer.nodes[Int(child.inode - 1)]
@@ -68,13 +94,12 @@ public final class MergedFileSystem: FUSEFileSystem, @unchecked Sendable {
                     continue
                 }
                 if type == S_IFDIR {
-                    if let existing = nodes[Int(target - 1)].childIndex[child.name],
-                       layers[nodes[Int(existing - 1)].layer].nodes[Int(nodes[Int(existing - 1)].inode - 1)].attributes.st_mode & S_IFMT == S_IFDIR {
-                        merge(layer: index, inode: child.inode, into: existing, of: layer)
+                    if let existing = lookup(child.name, in: target), isDirectory(existing) {
+                        work.append((child.inode, existing))
                     } else {
                         let created = add(MergedNode(layer: index, inode: child.inode))
                         set(child.name, to: created, in: target)
-                        merge(layer: index, inode: child.inode, into: created, of: layer)
+                        work.append((child.inode, created))
                     }
                 } else {
                     let merged: UInt64
@@ -89,20 +114,38 @@ public final class MergedFileSystem: FUSEFileSystem, @unchecked Sendable {
             }
         }
 
+        func lookup(_ name: String, in directory: UInt64) -> UInt64? {
+            let d = Int(directory - 1)
+            return positions[d][name].flatMap { slots[d][$0]?.inode }
+        }
+
         mutating func set(_ name: String, to inode: UInt64, in directory: UInt64) {
-            if nodes[Int(directory - 1)].childIndex.updateValue(inode, forKey: name) == nil {
-                nodes[Int(directory - 1)].children.append((name, inode))
-            } else if let i = nodes[Int(directory - 1)].children.firstIndex(where: { $0.name == name }) {
-                nodes[Int(directory - 1)].children[i].inode = inode
+            let d = Int(directory - 1)
+            if let position = positions[d][name] {
+                slots[d][position] = (name, inode)
+            } else {
+                positions[d][name] = slots[d].count
+                slots[d].append((name, inode))
             }
         }
 
         mutating func remove(_ name: String, from directory: UInt64) {
-            guard nodes[Int(directory - 1)].childIndex.removeValue(forKey: name) != nil else { return }
-            nodes[Int(directory - 1)].children.removeAll { $0.name == name }
+            let d = Int(directory - 1)
+            guard let position = positions[d].removeValue(forKey: name) else { return }
+            slots[d][position] = nil
         }
 
-        func finish() -> [MergedNode] { nodes }
+        /// The nodes with their listings: what was removed dropped, the rest in order.
+        mutating func finish() -> [MergedNode] {
+            for d in nodes.indices where !slots[d].isEmpty {
+                let children = slots[d].compactMap { $0 }
+                nodes[d].children = children
+                nodes[d].childIndex = Dictionary(children.map { ($0.name, $0.inode) }, uniquingKeysWith: { $1 })
+            }
+            slots = []
+            positions = []
+            return nodes
+        }
     }
 
     private func node(_ inode: UInt64) throws -> MergedNode {

@@ -176,8 +176,8 @@ public struct LazyLayers: Sendable {
                       prefetchPaths: options.prefetchPaths.isEmpty ? nil : options.prefetchPaths)
     }
 
-    /// Blob digests of every lazy layer: whose cached contents (`cache/sha256/<hex>.data`
-    /// and `.map`) must stay.
+    /// Blob digests of every lazy layer: whose cached contents (`cache/sha256/<hex>.<toc
+    /// hex>.data` and `.map`, ``LayerCacheFiles``) must stay.
     public func liveLayers() throws -> Set<Digest> {
         Set(try all().values.map(\.descriptor.digest))
     }
@@ -206,20 +206,23 @@ public struct LazyLayers: Sendable {
         var mountpoints: [String: [String]] = [:]
         for spec in try all().values { mountpoints[spec.descriptor.digest.encoded, default: []].append(spec.mountpoint) }
         let dir = "\(cache)/sha256"
-        var candidates: [(layer: String, modified: Int, bytes: Int64)] = []
+        // Cache files are `<layer hex>.<toc hex>.data` and `.map` (LayerCacheFiles): a layer
+        // in use keeps the files of every TOC it is served from.
+        var candidates: [(base: String, layer: String, modified: Int, bytes: Int64)] = []
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasSuffix(".data") {
-            let layer = String(name.dropLast(".data".count))
+            let base = String(name.dropLast(".data".count))
+            let layer = LayerCacheFiles.layerHex(ofFile: name)
             guard !inUse.contains(layer) else { continue }
             var st = stat()
             guard lstat("\(dir)/\(name)", &st) == 0 else { continue }
-            candidates.append((layer, st.st_mtim.tv_sec, Int64(st.st_blocks) * 512))
+            candidates.append((base, layer, st.st_mtim.tv_sec, Int64(st.st_blocks) * 512))
         }
         var freed: Int64 = 0
         for candidate in candidates.sorted(by: { $0.modified < $1.modified }) where usage > limit {
             for mountpoint in mountpoints[candidate.layer] ?? [] { umount2(mountpoint, Int32(MNT_DETACH)) }
             // The map goes first: without it the data is never trusted again.
-            unlink("\(dir)/\(candidate.layer).map")
-            unlink("\(dir)/\(candidate.layer).data")
+            unlink("\(dir)/\(candidate.base).map")
+            unlink("\(dir)/\(candidate.base).data")
             usage -= candidate.bytes
             freed += candidate.bytes
         }

@@ -234,7 +234,9 @@ public final class ContainerdSnapshotter: Sendable {
         let record = try record(key)
         if let spec = LazyLayers(state: state).spec(of: record) {
             var st = Glibc.stat()
-            let data = "\(spec.cacheDirectory)/sha256/\(spec.descriptor.digest.encoded).data"
+            // The cache files are named by the layer and the digest of the TOC it is served from.
+            guard let data = LayerCacheFiles.dataPath(cacheDirectory: spec.cacheDirectory, layer: spec.descriptor.digest,
+                                                      tocPath: spec.tocPath) else { return (0, 0) }
             return (lstat(data, &st) == 0 ? Int64(st.st_blocks) * 512 : 0, 0)
         }
         return DiskUsage.measure(state.snapshots.fsPath(of: record))
