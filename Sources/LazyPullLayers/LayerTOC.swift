@@ -126,14 +126,22 @@ public enum LayerTOCReader {
         }
     }
 
-    /// The footer's gzip extra field carries `%016x` of the TOC offset followed by `STARGZ`.
+    /// The footer's gzip extra field carries `%016x` of the TOC offset followed by `STARGZ`
+    /// (estargz.md "Footer"): exactly 16 hex digits, no sign, so the offset is never negative.
     static func parseFooter(_ footer: [UInt8], layer: Digest) throws -> Int64 {
+        func isHexDigit(_ b: UInt8) -> Bool {
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66)
+        }
         guard footer.count == Int(footerSize), footer[0] == 0x1f, footer[1] == 0x8b, footer[2] == 8,
               footer[3] & 0x04 != 0, footer[10] == 26, footer[11] == 0,
               footer[12] == UInt8(ascii: "S"), footer[13] == UInt8(ascii: "G"), footer[14] == 22, footer[15] == 0,
-              Array(footer[32..<38]) == Array("STARGZ".utf8),
-              let offset = Int64(String(decoding: footer[16..<32], as: UTF8.self), radix: 16) else {
+              Array(footer[32..<38]) == Array("STARGZ".utf8) else {
             throw LazyPullError(.invalidLayer, "layer \(layer) has no eStargz footer")
+        }
+        // 16 hex digits above 7fffffffffffffff do not fit Int64: no such offset exists.
+        guard footer[16..<32].allSatisfy(isHexDigit),
+              let offset = Int64(String(decoding: footer[16..<32], as: UTF8.self), radix: 16), offset >= 0 else {
+            throw LazyPullError(.invalidLayer, "layer \(layer): eStargz footer's TOC offset is not 16 hex digits of an offset")
         }
         return offset
     }
@@ -145,39 +153,62 @@ public enum LayerTOCReader {
     /// How much of the blob's end to ask for at first. A TOC grows with the number of files,
     /// which grows with the layer: about 1/128 of the blob (0.7 % measured on a Debian python
     /// layer) brings the whole TOC of most layers in one request, and a second request costs
-    /// a round trip more than fetching up to 1 MiB too much.
+    /// a round trip more than fetching up to 1 MiB too much. Any `size` (even negative, from
+    /// an untrusted descriptor) gives a value in `128 KiB ... 1 MiB`.
     static func tailFetchSize(forBlobOf size: Int64) -> Int64 {
         min(max(tailFetchSize, size / 128), 1 << 20)
     }
 
+    /// The most bytes the gzip member holding an eStargz TOC may decompress to: the TOC and
+    /// at most 4 MiB of tar headers (a PAX header is at most ``TarLimits/maxExtensionSize``).
+    /// Reading stops there, so a small compressed TOC region cannot cost minutes of inflating.
+    static let maxTOCTarSize: Int64 = maxTOCSize + (4 << 20)
+
+    /// The eStargz TOC (estargz.md "TOC, TOCEntries and Chunks"): the footer at the blob's end
+    /// gives the TOC's offset; the TOC is a gzip member holding a tar with `stargz.index.json`.
+    /// `layer.size` comes from an untrusted manifest: every offset is checked against it
+    /// without arithmetic that can overflow, and every fetch's answer against its length.
     static func readEStargzTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> ([UInt8], Int64) {
         guard layer.size > footerSize else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest) is too small for eStargz")
         }
         // One request for the blob's tail usually brings the footer and the whole TOC; the
-        // rest of a larger TOC takes a second one.
-        let tailStart = max(0, layer.size - tailFetchSize(forBlobOf: layer.size))
-        let tail = try fetch(tailStart, layer.size - tailStart)
-        guard tail.count == Int(layer.size - tailStart) else {
+        // rest of a larger TOC takes a second one. 51 < tailLength ≤ 1 MiB.
+        let tailLength = min(layer.size, tailFetchSize(forBlobOf: layer.size))
+        let tailStart = layer.size - tailLength
+        let tail = try fetch(tailStart, tailLength)
+        guard tail.count == Int(tailLength) else {
             throw LazyPullError(.invalidLayer, "layer \(layer.digest): short read of the blob's end")
         }
-        let tocOffset = try parseFooter(Array(tail[(tail.count - Int(footerSize))...]), layer: layer.digest)
-        let tocLength = layer.size - footerSize - tocOffset
-        guard tocOffset >= 0, tocLength > 0, tocLength <= maxTOCSize else {
-            throw LazyPullError(.invalidLayer, "layer \(layer.digest): eStargz TOC offset \(tocOffset) is out of range")
-        }
         let tocEnd = tail.count - Int(footerSize)
-        let compressed = tocOffset >= tailStart
-            ? Array(tail[Int(tocOffset - tailStart)..<tocEnd])
-            : try fetch(tocOffset, tailStart - tocOffset) + tail[..<tocEnd]
-        let tar = TarReader(IsalGzipSource(MemorySource(compressed)))
+        let tocOffset = try parseFooter(Array(tail[tocEnd...]), layer: layer.digest)
+        // The TOC lies in tocOffset ..< dataLimit. Both are non-negative: no overflow below.
+        let dataLimit = layer.size - footerSize
+        guard tocOffset < dataLimit, dataLimit - tocOffset <= maxTOCSize else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest): eStargz TOC offset \(tocOffset) is out of range "
+                                + "(blob of \(layer.size) bytes, TOC at most \(maxTOCSize) bytes)")
+        }
+        let compressed: [UInt8]
+        if tocOffset >= tailStart {
+            compressed = Array(tail[Int(tocOffset - tailStart)..<tocEnd])
+        } else {
+            let headLength = tailStart - tocOffset   // 0 < headLength < maxTOCSize
+            let head = try fetch(tocOffset, headLength)
+            guard head.count == Int(headLength) else {
+                throw LazyPullError(.invalidLayer, "layer \(layer.digest): short read of the eStargz TOC")
+            }
+            compressed = head + tail[..<tocEnd]
+        }
+        let tar = TarReader(BoundedSource(IsalGzipSource(MemorySource(compressed)), limit: maxTOCTarSize,
+                                          what: "eStargz TOC of layer \(layer.digest)"))
         while let entry = try tar.next() {
             guard entry.name == tocTarName, entry.type == .regular else { continue }
             guard entry.size <= maxTOCSize else { throw LazyPullError(.invalidLayer, "layer \(layer.digest): TOC too large") }
-            var json = [UInt8](repeating: 0, count: Int(entry.size))
+            var json = [UInt8](repeating: 0, count: Int(entry.size))   // 0 ≤ size ≤ 64 MiB
             var filled = 0
             while filled < json.count {
                 let n = try json.withUnsafeMutableBytes { try tar.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+                guard n > 0 else { throw LazyPullError(.invalidLayer, "layer \(layer.digest): eStargz TOC ends early") }
                 filled += n
             }
             let expected = try Digest(parsing: layer.annotations?[tocDigestAnnotation] ?? "")
@@ -187,19 +218,27 @@ public enum LayerTOCReader {
         throw LazyPullError(.invalidLayer, "layer \(layer.digest): no \(tocTarName) in the eStargz TOC")
     }
 
-    /// `manifest-position` is `offset:length:uncompressedLength:type`; the checksum covers
-    /// the compressed manifest bytes.
+    /// `manifest-position` is `offset:length:uncompressedLength:type` (decimal; type 1 is the
+    /// JSON manifest); the checksum covers the compressed manifest bytes. Every field is
+    /// range-checked against the (untrusted) `layer.size` without overflowing arithmetic:
+    /// `offset ≥ 0`, `0 < length ≤ maxTOCSize`, `offset + length ≤ layer.size`,
+    /// `0 ≤ uncompressed ≤ maxTOCSize`.
     static func readZstdChunkedTOC(_ layer: Descriptor, fetch: (Int64, Int64) throws -> [UInt8]) throws -> ([UInt8], Int64) {
         let annotations = layer.annotations ?? [:]
         let position = zstdPositionAnnotations.compactMap { annotations[$0] }.first ?? ""
-        let fields = position.split(separator: ":").map { Int64($0) }
+        let fields = position.split(separator: ":", omittingEmptySubsequences: false).map { Int64($0) }
+        // layer.size ≥ 0 and length > 0 make `layer.size - length` exact.
         guard fields.count == 4, let offset = fields[0], let length = fields[1], let uncompressed = fields[2],
-              fields[3] == 1, offset >= 0, length > 0, offset + length <= layer.size,
-              length <= maxTOCSize, uncompressed >= 0, uncompressed <= maxTOCSize else {
-            throw LazyPullError(.invalidLayer, "layer \(layer.digest): invalid zstd:chunked manifest position \"\(position)\"")
+              fields[3] == 1, layer.size >= 0, offset >= 0, length > 0, length <= maxTOCSize,
+              offset <= layer.size - length, uncompressed >= 0, uncompressed <= maxTOCSize else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest): invalid zstd:chunked manifest position "
+                                + "\(String(reflecting: String(position.prefix(100)))) for a blob of \(layer.size) bytes")
         }
         let checksum = try Digest(parsing: zstdChecksumAnnotations.compactMap { annotations[$0] }.first ?? "")
         let compressed = try fetch(offset, length)
+        guard compressed.count == Int(length) else {
+            throw LazyPullError(.invalidLayer, "layer \(layer.digest): short read of the zstd:chunked manifest")
+        }
         try checksum.verify(Digest.sha256(of: compressed), what: "zstd:chunked manifest of layer \(layer.digest)")
         let source = try ZstdSource(MemorySource(compressed))
         var json = [UInt8](repeating: 0, count: Int(uncompressed))
@@ -210,5 +249,35 @@ public enum LayerTOCReader {
         }
         // The manifest sits in a skippable frame: an 8-byte frame header precedes it.
         return (json, max(0, offset - 8))
+    }
+}
+
+/// Passes at most `limit` bytes of `source` on, then fails: bounds what a small compressed
+/// input may expand to.
+final class BoundedSource: ByteSource {
+    private let source: ByteSource
+    private var left: Int64
+    private let limit: Int64
+    private let what: String
+
+    init(_ source: ByteSource, limit: Int64, what: String) {
+        self.source = source
+        self.left = limit
+        self.limit = limit
+        self.what = what
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard left > 0 else {
+            var probe: UInt8 = 0
+            guard try withUnsafeMutableBytes(of: &probe, { try source.read(into: $0) }) == 0 else {
+                throw LazyPullError(.invalidLayer, "\(what) decompresses to more than \(limit) bytes")
+            }
+            return 0
+        }
+        let want = Int(min(Int64(buffer.count), left))
+        let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<want]))
+        left -= Int64(n)
+        return n
     }
 }

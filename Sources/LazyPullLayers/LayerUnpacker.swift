@@ -47,20 +47,38 @@ public final class LayerUnpacker {
             entryCount += 1
         }
         for item in directoryTimes.reversed() {
-            let parent = try directory(Array(item.path.dropLast()), create: false, entryName: item.path.joined(separator: "/"))
-            try setTimes(dirFD: parent, name: item.path.last!, mtime: item.mtime, path: item.path.joined(separator: "/"))
+            guard let name = item.path.last else { continue }
+            let display = Self.printable(item.path.joined(separator: "/"))
+            let parent = try directory(Array(item.path.dropLast()), create: false, entryName: display)
+            try setTimes(dirFD: parent, name: name, mtime: item.mtime, path: display)
         }
         dropDirectoryCache()
     }
 
     // MARK: Names
 
-    /// Splits a tar name into clean components; rejects absolute names and `..`.
+    /// The longest entry name or link target, in bytes: 4096 (Linux `PATH_MAX`).
+    public static let maxNameLength = 4096
+    /// The most components an entry name may have: 1024. Real layers stay below 50; the
+    /// bound keeps every walk over an image's tree (here and in the lazy layer tree) short.
+    public static let maxPathDepth = 1024
+
+    /// Splits a tar (or TOC) name into clean components. Names are bytes: rejects a NUL
+    /// anywhere (C calls would see a shorter name), absolute names and `..` as
+    /// ``LazyPullError/Code/hostileLayer``; components over 255 bytes (`NAME_MAX`), names over
+    /// ``maxNameLength`` bytes and more than ``maxPathDepth`` components as
+    /// ``LazyPullError/Code/invalidLayer``. Empty and `.` components are dropped.
     public static func components(of name: String, entry: String) throws -> [String] {
         // On UTF-8 bytes: splitting on Characters costs more than the rest of a tree build.
         var utf8 = name.utf8[...]
+        if utf8.contains(0) {
+            throw LazyPullError(.hostileLayer, "layer entry \(quoted(entry)) has a NUL byte in \(quoted(name))")
+        }
         if utf8.first == UInt8(ascii: "/") {
-            throw LazyPullError(.hostileLayer, "layer entry \"\(entry)\" has an absolute path")
+            throw LazyPullError(.hostileLayer, "layer entry \(quoted(entry)) has an absolute path")
+        }
+        if utf8.count > maxNameLength {
+            throw LazyPullError(.invalidLayer, "layer entry \(quoted(entry)) has a name longer than \(maxNameLength) bytes")
         }
         var parts: [String] = []
         parts.reserveCapacity(8)
@@ -72,27 +90,44 @@ public final class LayerUnpacker {
             case 0: continue
             case 1 where part.first == UInt8(ascii: "."): continue
             case 2 where part.elementsEqual("..".utf8):
-                throw LazyPullError(.hostileLayer, "layer entry \"\(entry)\" escapes the layer with '..'")
+                throw LazyPullError(.hostileLayer, "layer entry \(quoted(entry)) escapes the layer with '..'")
             case 256...:
-                throw LazyPullError(.invalidLayer, "layer entry \"\(entry)\" has a name component longer than 255 bytes")
-            default: parts.append(String(Substring(part)))
+                throw LazyPullError(.invalidLayer, "layer entry \(quoted(entry)) has a name component longer than 255 bytes")
+            default:
+                guard parts.count < maxPathDepth else {
+                    throw LazyPullError(.invalidLayer, "layer entry \(quoted(entry)) is more than \(maxPathDepth) directories deep")
+                }
+                parts.append(String(Substring(part)))
             }
         }
         return parts
     }
 
+    /// `text` for a one-line message: control characters (NUL, newlines) escaped, at most
+    /// 200 characters.
+    static func quoted(_ text: String) -> String { TarReader.quoted(text) }
+
+    /// `text` with control characters escaped, for a path in a one-line message.
+    static func printable(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { return text }
+        return String(String(reflecting: text).dropFirst().dropLast())
+    }
+
     // MARK: Entries
 
     private func apply(_ entry: TarEntry, content: TarReader) throws {
-        // Bound the open descriptors; only between entries, when none is in use.
-        if directories.count >= Self.maxCachedDirectories { dropDirectoryCache() }
         let path = try Self.components(of: entry.name, entry: entry.name)
+        let linkPath = entry.type == .hardlink ? try Self.components(of: entry.linkName, entry: entry.name) : []
+        // Bound the open descriptors: this entry may open one per component of its parent
+        // and of a link target. Only between entries, when none is in use.
+        if directories.count + path.count + linkPath.count > Self.maxCachedDirectories { dropDirectoryCache() }
         guard let base = path.last else {
             // The layer root itself ("./") keeps the snapshot directory's own attributes,
             // as containerd's applier does.
             return
         }
-        let display = path.joined(separator: "/")
+        // Names may hold newlines and other control characters: messages stay one line.
+        let display = Self.printable(path.joined(separator: "/"))
         let parentPath = Array(path.dropLast())
         let parent = try directory(parentPath, create: true, entryName: display)
 
@@ -100,6 +135,7 @@ public final class LayerUnpacker {
             if base == ".wh..wh..opq" {
                 try setXattr(dirFD: parent, name: ".", xattr: "trusted.overlay.opaque", value: Array("y".utf8), display: display)
             } else {
+                // `base` is one checked component (no '/', no NUL), so is what it hides.
                 let hidden = String(base.dropFirst(4))
                 guard !hidden.isEmpty, hidden != ".", hidden != ".." else {
                     throw LazyPullError(.hostileLayer, "layer entry \"\(display)\" is an invalid whiteout")
@@ -146,6 +182,11 @@ public final class LayerUnpacker {
             if entry.size >= Self.writebackThreshold { _ = lp_start_writeback(fd) }
             try setMetadata(fd: fd, entry: entry, display: display)
         case .symlink:
+            // The target is stored as is (it resolves inside the container), but is bytes too.
+            guard !entry.linkName.isEmpty, !entry.linkName.utf8.contains(0) else {
+                throw LazyPullError(.hostileLayer, "layer entry \"\(display)\" is a symlink to "
+                                    + "\(Self.quoted(entry.linkName)), empty or with a NUL byte")
+            }
             if symlinkat(entry.linkName, parent, base) != 0 {
                 guard errno == EEXIST else {
                     throw LazyPullError.io("cannot create symlink", path: "\(rootPath)/\(display)", errno: errno)
@@ -157,11 +198,10 @@ public final class LayerUnpacker {
             }
             try setMetadata(dirFD: parent, name: base, entry: entry, display: display)
         case .hardlink:
-            let targetPath = try Self.components(of: entry.linkName, entry: display)
-            guard let targetBase = targetPath.last else {
+            guard let targetBase = linkPath.last else {
                 throw LazyPullError(.hostileLayer, "layer entry \"\(display)\" is a hardlink to the layer root")
             }
-            let targetParent = try directory(Array(targetPath.dropLast()), create: false, entryName: display)
+            let targetParent = try directory(Array(linkPath.dropLast()), create: false, entryName: display)
             if linkat(targetParent, targetBase, parent, base, 0) != 0 {
                 if errno == EEXIST {
                     try removeExisting(parent: parent, name: base, keepDirectory: false)
@@ -169,7 +209,7 @@ public final class LayerUnpacker {
                 }
                 let e = errno
                 throw LazyPullError(e == ENOENT ? .invalidLayer : .io,
-                                    "cannot link \(display) to \(entry.linkName): \(String(cString: strerror(e)))")
+                                    "cannot link \"\(display)\" to \(Self.quoted(entry.linkName)): \(String(cString: strerror(e)))")
             }
         case .characterDevice, .blockDevice, .fifo:
             try removeExisting(parent: parent, name: base, keepDirectory: false)
@@ -222,25 +262,90 @@ public final class LayerUnpacker {
     }
 
     /// Deletes everything inside the directory `fd` without following symlinks.
+    ///
+    /// Iterative, whatever the depth (a hostile layer controls it): it holds two descriptors
+    /// at most, going down by `openat(O_NOFOLLOW)` and back up through `..`, which must be
+    /// the directory it came from (same device and inode), and keeps per level only the
+    /// names of the subdirectories still to remove.
     static func removeContents(of fd: Int32) throws {
-        let dupFD = dup(fd)
-        guard let dir = fdopendir(dupFD) else { close(dupFD); throw LazyPullError.io("cannot read", path: "directory", errno: errno) }
-        defer { closedir(dir) }
-        var names: [(String, Bool)] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name == "." || name == ".." { continue }
-            names.append((name, e.pointee.d_type == UInt8(DT_DIR)))
+        /// A directory being emptied below `fd`: its name in its parent, the parent's identity
+        /// and the parent's subdirectories still to remove.
+        struct Level {
+            var name: [CChar]
+            var parentDevice: dev_t
+            var parentInode: ino_t
+            var parentPending: [[CChar]]
         }
-        for (name, isDir) in names {
-            if isDir {
-                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                if child >= 0 { try removeContents(of: child); close(child) }
-                unlinkat(fd, name, AT_REMOVEDIR)
+        var current = dup(fd)
+        guard current >= 0 else { throw LazyPullError.io("cannot read", path: "directory", errno: errno) }
+        defer { close(current) }
+        var levels: [Level] = []
+        var pending = try removeNonDirectories(in: current)
+        while true {
+            if let sub = pending.popLast() {
+                var here = stat()
+                guard fstat(current, &here) == 0 else { throw LazyPullError.io("cannot stat", path: "directory", errno: errno) }
+                let child = openat(current, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                if child < 0 {
+                    let e = errno
+                    if e == ENOENT { continue }
+                    throw LazyPullError.io("cannot open", path: printable(String(cString: sub)), errno: e)
+                }
+                levels.append(Level(name: sub, parentDevice: here.st_dev, parentInode: here.st_ino, parentPending: pending))
+                close(current)
+                current = child
+                pending = try removeNonDirectories(in: current)
             } else {
-                unlinkat(fd, name, 0)
+                guard let level = levels.popLast() else { return }
+                let parent = openat(current, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard parent >= 0 else { throw LazyPullError.io("cannot open", path: "..", errno: errno) }
+                var st = stat()
+                guard fstat(parent, &st) == 0, st.st_dev == level.parentDevice, st.st_ino == level.parentInode else {
+                    close(parent)
+                    throw LazyPullError(.io, "directory \(quoted(String(cString: level.name))) moved while it was being removed")
+                }
+                close(current)
+                current = parent
+                guard unlinkat(current, level.name, AT_REMOVEDIR) == 0 || errno == ENOENT else {
+                    throw LazyPullError.io("cannot remove", path: printable(String(cString: level.name)), errno: errno)
+                }
+                pending = level.parentPending
             }
         }
+    }
+
+    /// Unlinks everything but directories in the directory `fd`; returns the names of its
+    /// subdirectories (as C strings: names on disk are bytes).
+    private static func removeNonDirectories(in fd: Int32) throws -> [[CChar]] {
+        let dupFD = dup(fd)
+        guard dupFD >= 0, let dir = fdopendir(dupFD) else {
+            let e = errno
+            if dupFD >= 0 { close(dupFD) }
+            throw LazyPullError.io("cannot read", path: "directory", errno: e)
+        }
+        var names: [([CChar], UInt8)] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                Array(raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) }) + [0]
+            }
+            if name == [0x2e, 0] || name == [0x2e, 0x2e, 0] { continue }
+            names.append((name, e.pointee.d_type))
+        }
+        closedir(dir)
+        var directories: [[CChar]] = []
+        for (name, type) in names {
+            var isDirectory = type == UInt8(DT_DIR)
+            if type == UInt8(DT_UNKNOWN) {
+                var st = stat()
+                isDirectory = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+            }
+            if isDirectory {
+                directories.append(name)
+            } else if unlinkat(fd, name, 0) != 0 && errno != ENOENT {
+                throw LazyPullError.io("cannot remove", path: printable(String(cString: name)), errno: errno)
+            }
+        }
+        return directories
     }
 
     // MARK: Parents
@@ -260,13 +365,13 @@ public final class LayerUnpacker {
             var next = openat(current, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if next < 0 && errno == ENOENT && create {
                 if mkdirat(current, component, 0o755) != 0 && errno != EEXIST {
-                    throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(path[...i].joined(separator: "/"))", errno: errno)
+                    throw LazyPullError.io("cannot create directory", path: "\(rootPath)/\(Self.printable(path[...i].joined(separator: "/")))", errno: errno)
                 }
                 next = openat(current, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             }
             guard next >= 0 else {
                 let e = errno
-                let through = path[...i].joined(separator: "/")
+                let through = Self.printable(path[...i].joined(separator: "/"))
                 if e == ELOOP || e == ENOTDIR {
                     throw LazyPullError(.hostileLayer, "layer entry \"\(entryName)\" goes through \"\(through)\", which is not a directory (symlink?)")
                 }
@@ -295,8 +400,9 @@ public final class LayerUnpacker {
             }
         }
         for x in entry.xattrs {
+            try Self.checkXattrName(x.name, display: display)
             let rc = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
-            guard rc == 0 else { throw LazyPullError.io("cannot set xattr \(x.name) on", path: "\(rootPath)/\(display)", errno: errno) }
+            guard rc == 0 else { throw LazyPullError.io("cannot set xattr \(Self.printable(x.name)) on", path: "\(rootPath)/\(display)", errno: errno) }
         }
         // chown clears setuid/setgid; the umask may have removed bits at creation.
         if chowned || entry.mode & 0o7000 != 0 || mode_t(entry.mode) & Self.umaskBits != 0 {
@@ -304,8 +410,7 @@ public final class LayerUnpacker {
                 throw LazyPullError.io("cannot chmod", path: "\(rootPath)/\(display)", errno: errno)
             }
         }
-        var times = [timespec(tv_sec: Int(entry.mtime.seconds), tv_nsec: Int(entry.mtime.nanoseconds)),
-                     timespec(tv_sec: Int(entry.mtime.seconds), tv_nsec: Int(entry.mtime.nanoseconds))]
+        var times = Self.timespecs(entry.mtime)
         guard futimens(fd, &times) == 0 else {
             throw LazyPullError.io("cannot set times on", path: "\(rootPath)/\(display)", errno: errno)
         }
@@ -332,16 +437,31 @@ public final class LayerUnpacker {
 
     private func setXattr(dirFD: Int32, name: String, xattr: String, value: [UInt8], display: String) throws {
         // /proc/self/fd/N/name resolves within the already-opened, already-checked directory.
+        try Self.checkXattrName(xattr, display: display)
         let path = "/proc/self/fd/\(dirFD)/\(name)"
         let rc = value.withUnsafeBytes { lsetxattr(path, xattr, $0.baseAddress, $0.count, 0) }
-        guard rc == 0 else { throw LazyPullError.io("cannot set xattr \(xattr) on", path: "\(rootPath)/\(display)", errno: errno) }
+        guard rc == 0 else { throw LazyPullError.io("cannot set xattr \(Self.printable(xattr)) on", path: "\(rootPath)/\(display)", errno: errno) }
     }
 
     private func setTimes(dirFD: Int32, name: String, mtime: (Int64, Int32), path: String) throws {
-        var times = [timespec(tv_sec: Int(mtime.0), tv_nsec: Int(mtime.1)),
-                     timespec(tv_sec: Int(mtime.0), tv_nsec: Int(mtime.1))]
+        var times = Self.timespecs(mtime)
         guard utimensat(dirFD, name, &times, AT_SYMLINK_NOFOLLOW) == 0 else {
             throw LazyPullError.io("cannot set times on", path: "\(rootPath)/\(path)", errno: errno)
+        }
+    }
+
+    /// Access and modification time for `futimens`/`utimensat`. `time_t` is 64-bit on the
+    /// platforms lazypull runs on, and the reader keeps nanoseconds in `0 ..< 10^9`.
+    static func timespecs(_ mtime: (Int64, Int32)) -> [timespec] {
+        let t = timespec(tv_sec: Int(truncatingIfNeeded: mtime.0), tv_nsec: Int(truncatingIfNeeded: mtime.1))
+        return [t, t]
+    }
+
+    /// An xattr name reaches `setxattr` as a C string: it must not hold a NUL byte (the reader
+    /// refuses those already; this keeps the rule where the call is).
+    static func checkXattrName(_ name: String, display: String) throws {
+        guard !name.isEmpty, !name.utf8.contains(0) else {
+            throw LazyPullError(.hostileLayer, "layer entry \"\(display)\" has an xattr name \(quoted(name)), empty or with a NUL byte")
         }
     }
 }

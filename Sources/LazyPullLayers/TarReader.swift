@@ -31,14 +31,43 @@ public struct TarEntry: Sendable, Equatable {
     }
 }
 
+/// Bounds on what one tar stream may make the reader hold or pass on. Tar headers are
+/// untrusted (DESIGN.md §9): each limit is far above what real layers use and keeps a
+/// hostile stream from costing more than a few MiB of memory.
+public enum TarLimits {
+    /// The extension data (PAX `x` records, GNU `L` long name and `K` long link) that may
+    /// precede one entry, in bytes: 1 MiB. A real entry needs its path and link (each at most
+    /// ``LayerUnpacker/maxNameLength``) and a few xattrs (each at most
+    /// ``maxXattrValueSize``); Go's archive/tar reads no more than 1 MiB per PAX header either.
+    public static let maxExtensionSize: Int64 = 1 << 20
+    /// Global PAX (`g`) data over a whole archive, in bytes: 1 MiB. Writers emit one small
+    /// global header (`git archive`: a `comment`); forty of 16 MiB must not cost 700 MiB.
+    public static let maxGlobalExtensionSize: Int64 = 1 << 20
+    /// PAX records in the extension headers of one entry, and in all global headers of an
+    /// archive together: 1024 (an entry has a handful plus one per xattr).
+    public static let maxPAXRecords = 1024
+    /// An extended attribute's name, in bytes: 255 (Linux `XATTR_NAME_MAX`).
+    public static let maxXattrNameLength = 255
+    /// An extended attribute's value, in bytes: 64 KiB (Linux `XATTR_SIZE_MAX`).
+    public static let maxXattrValueSize = 65536
+}
+
 /// Reads a tar stream entry by entry (POSIX.1-2001 pax and ustar, GNU extensions).
 /// After ``next()`` returns an entry, its content can be read with ``readContent(into:)``;
 /// the next call to ``next()`` skips whatever was not read.
+///
+/// The stream is untrusted. Names are byte strings: a NUL inside a PAX `path`/`linkpath`,
+/// a GNU long name or link, or a PAX keyword (which names xattrs) is refused as
+/// ``LazyPullError/Code/hostileLayer`` (C calls would see a different, shorter name), as Go's
+/// archive/tar refuses it. Fixed ustar fields end at their first NUL, as the format says.
+/// Sizes are bounded by ``TarLimits``; every number is range-checked before use.
 public final class TarReader {
     private let source: ByteSource
     private var remaining: Int64 = 0
     private var padding: Int64 = 0
     private var globalPAX: [String: [UInt8]] = [:]
+    /// Bytes of global PAX data read so far (bounded by ``TarLimits/maxGlobalExtensionSize``).
+    private var globalPAXBytes: Int64 = 0
     private var block = [UInt8](repeating: 0, count: 512)
     private var skipBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var entryCount = 0
@@ -59,6 +88,7 @@ public final class TarReader {
         var pax: [String: [UInt8]] = [:]
         var gnuLongName: String?
         var gnuLongLink: String?
+        var extensionBytes: Int64 = 0
         while true {
             guard try readBlock() else {
                 // A stream that ends without the two zero blocks: accept only between entries.
@@ -71,23 +101,37 @@ public final class TarReader {
             let size = try numeric(124, 12, field: "size")
             guard size >= 0 else { throw LazyPullError(.invalidLayer, "tar entry with negative size") }
             switch typeflag {
-            case UInt8(ascii: "x"):
-                pax.merge(try parsePAX(try readWhole(size)), uniquingKeysWith: { $1 })
+            case UInt8(ascii: "x"), UInt8(ascii: "L"), UInt8(ascii: "K"):
+                // size ≤ maxExtensionSize - extensionBytes: both sides are non-negative.
+                guard size <= TarLimits.maxExtensionSize - extensionBytes else {
+                    throw LazyPullError(.invalidLayer, "tar extension headers of more than \(TarLimits.maxExtensionSize) bytes "
+                                        + "before entry \(entryCount + 1)")
+                }
+                extensionBytes += size
+                let data = try readWhole(size)
+                switch typeflag {
+                case UInt8(ascii: "x"):
+                    let records = try parsePAX(data, limit: TarLimits.maxPAXRecords - pax.count, global: false)
+                    pax.merge(records, uniquingKeysWith: { $1 })
+                case UInt8(ascii: "L"): gnuLongName = try Self.gnuLongString(data, what: "long name")
+                default: gnuLongLink = try Self.gnuLongString(data, what: "long link name")
+                }
                 continue
             case UInt8(ascii: "g"):
-                globalPAX.merge(try parsePAX(try readWhole(size)), uniquingKeysWith: { $1 })
-                continue
-            case UInt8(ascii: "L"):
-                gnuLongName = Self.cString(try readWhole(size)[...])
-                continue
-            case UInt8(ascii: "K"):
-                gnuLongLink = Self.cString(try readWhole(size)[...])
+                guard size <= TarLimits.maxGlobalExtensionSize - globalPAXBytes else {
+                    throw LazyPullError(.invalidLayer, "tar global PAX headers of more than "
+                                        + "\(TarLimits.maxGlobalExtensionSize) bytes in all")
+                }
+                globalPAXBytes += size
+                let records = try parsePAX(try readWhole(size), limit: TarLimits.maxPAXRecords - globalPAX.count, global: true)
+                globalPAX.merge(records, uniquingKeysWith: { $1 })
                 continue
             default:
                 break
             }
             entryCount += 1
-            return try makeEntry(typeflag: typeflag, size: size, pax: globalPAX.merging(pax, uniquingKeysWith: { $1 }),
+            return try makeEntry(typeflag: typeflag, size: size,
+                                 pax: globalPAX.isEmpty ? pax : globalPAX.merging(pax, uniquingKeysWith: { $1 }),
                                  longName: gnuLongName, longLink: gnuLongLink)
         }
     }
@@ -125,10 +169,14 @@ public final class TarReader {
             if !prefix.isEmpty { name = prefix + "/" + name }
         }
         if let longName { name = longName }
-        if let p = pax["path"] { name = String(decoding: p, as: UTF8.self) }
+        if let p = pax["path"] { name = try Self.paxName(p, key: "path", entry: name) }
         var linkName = Self.cString(block[157..<257])
         if let longLink { linkName = longLink }
-        if let p = pax["linkpath"] { linkName = String(decoding: p, as: UTF8.self) }
+        if let p = pax["linkpath"] { linkName = try Self.paxName(p, key: "linkpath", entry: name) }
+        guard name.utf8.count <= LayerUnpacker.maxNameLength, linkName.utf8.count <= LayerUnpacker.maxNameLength else {
+            throw LazyPullError(.invalidLayer, "tar entry \(Self.quoted(name)) has a name or link target longer than "
+                                + "\(LayerUnpacker.maxNameLength) bytes")
+        }
 
         var entry = TarEntry(
             name: name, type: type,
@@ -141,17 +189,28 @@ public final class TarReader {
             deviceMajor: UInt32(truncatingIfNeeded: try numeric(329, 8, field: "devmajor")),
             deviceMinor: UInt32(truncatingIfNeeded: try numeric(337, 8, field: "devminor")),
             xattrs: [])
-        if let v = pax["uid"].flatMap({ UInt32(String(decoding: $0, as: UTF8.self)) }) { entry.uid = v }
-        if let v = pax["gid"].flatMap({ UInt32(String(decoding: $0, as: UTF8.self)) }) { entry.gid = v }
+        if let v = pax["uid"] { entry.uid = try Self.paxID(v, key: "uid", entry: name) }
+        if let v = pax["gid"] { entry.gid = try Self.paxID(v, key: "gid", entry: name) }
         if let v = pax["size"] {
-            guard let s = Int64(String(decoding: v, as: UTF8.self)), s >= 0 else {
-                throw LazyPullError(.invalidLayer, "invalid PAX size for \(name)")
+            guard let s = Self.decimal(v) else {
+                throw LazyPullError(.invalidLayer, "invalid PAX size for \(Self.quoted(name))")
             }
             entry.size = s
         }
         if let v = pax["mtime"] { entry.mtime = try Self.paxTime(String(decoding: v, as: UTF8.self), name: name) }
         for key in pax.keys.sorted() where key.hasPrefix("SCHILY.xattr.") {
-            entry.xattrs.append((String(key.dropFirst("SCHILY.xattr.".count)), pax[key]!))
+            let xattr = String(key.dropFirst("SCHILY.xattr.".count))
+            let value = pax[key] ?? []
+            // NUL in keywords was refused when the records were parsed.
+            guard !xattr.isEmpty, xattr.utf8.count <= TarLimits.maxXattrNameLength else {
+                throw LazyPullError(.invalidLayer, "tar entry \(Self.quoted(name)) has an xattr name that is empty or longer than "
+                                    + "\(TarLimits.maxXattrNameLength) bytes")
+            }
+            guard value.count <= TarLimits.maxXattrValueSize else {
+                throw LazyPullError(.invalidLayer, "tar entry \(Self.quoted(name)) has a value of xattr \(Self.quoted(xattr)) longer than "
+                                    + "\(TarLimits.maxXattrValueSize) bytes")
+            }
+            entry.xattrs.append((xattr, value))
         }
         // Only regular files carry data blocks; the size field of links, directories,
         // devices and fifos is not content (as GNU tar and Go's archive/tar read it).
@@ -160,38 +219,109 @@ public final class TarReader {
         return entry
     }
 
-    /// `seconds[.fraction]` as in PAX `mtime` records.
-    static func paxTime(_ text: String, name: String) throws -> (Int64, Int32) {
-        let parts = text.split(separator: ".", maxSplits: 1)
-        guard let first = parts.first, let seconds = Int64(first) else {
-            throw LazyPullError(.invalidLayer, "invalid PAX mtime \"\(text)\" for \(name)")
+    /// A PAX `path` or `linkpath` value: UTF-8 (POSIX.1-2001 pax "path"), no NUL byte.
+    static func paxName(_ value: [UInt8], key: String, entry: String) throws -> String {
+        let text = String(decoding: value, as: UTF8.self)
+        guard !value.contains(0) else {
+            throw LazyPullError(.hostileLayer, "tar entry \(quoted(entry)) has a NUL byte in its PAX \(key) \(quoted(text))")
         }
+        return text
+    }
+
+    /// A GNU `L`/`K` record: a name ended by a NUL (GNU tar writes exactly one). Bytes after
+    /// the first NUL must be NUL too: C calls would see only what precedes it.
+    static func gnuLongString(_ data: [UInt8], what: String) throws -> String {
+        let end = data.firstIndex(of: 0) ?? data.endIndex
+        let text = String(decoding: data[..<end], as: UTF8.self)
+        guard data[end...].allSatisfy({ $0 == 0 }) else {
+            throw LazyPullError(.hostileLayer, "tar GNU \(what) \(quoted(String(decoding: data, as: UTF8.self))) has a NUL byte inside")
+        }
+        return text
+    }
+
+    /// A PAX `uid`/`gid`: decimal, within `uid_t`.
+    static func paxID(_ value: [UInt8], key: String, entry: String) throws -> UInt32 {
+        guard let v = decimal(value), let id = UInt32(exactly: v) else {
+            throw LazyPullError(.invalidLayer, "invalid PAX \(key) \(quoted(String(decoding: value, as: UTF8.self))) for \(quoted(entry))")
+        }
+        return id
+    }
+
+    /// Non-negative decimal ASCII digits (at most 18, so it fits Int64), or nil.
+    static func decimal<C: Collection>(_ digits: C) -> Int64? where C.Element == UInt8 {
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        var value: Int64 = 0
+        for d in digits {
+            guard d >= 0x30 && d <= 0x39 else { return nil }
+            value = value * 10 + Int64(d - 0x30)
+        }
+        return value
+    }
+
+    /// `seconds[.fraction]` as in PAX `mtime` records; a negative time is normalised so that
+    /// the nanoseconds are in `0 ..< 10^9` (as `timespec` wants).
+    static func paxTime(_ text: String, name: String) throws -> (Int64, Int32) {
+        let invalid = LazyPullError(.invalidLayer, "invalid PAX mtime \(quoted(text)) for \(quoted(name))")
+        let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let first = parts.first, let seconds = Int64(first) else { throw invalid }
         var nanos: Int32 = 0
         if parts.count == 2 {
+            // Digits only (maybe none, as Go's archive/tar accepts); beyond nanoseconds cut off.
+            guard parts[1].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { throw invalid }
             let digits = String(parts[1].prefix(9)).padding(toLength: 9, withPad: "0", startingAt: 0)
-            guard let n = Int32(digits) else { throw LazyPullError(.invalidLayer, "invalid PAX mtime \"\(text)\" for \(name)") }
-            nanos = seconds < 0 && n > 0 ? -n : n
+            guard let n = Int32(digits) else { throw invalid }
+            nanos = n
+        }
+        if first.hasPrefix("-") && nanos > 0 {
+            let (whole, overflow) = seconds.subtractingReportingOverflow(1)
+            guard !overflow else { throw invalid }
+            return (whole, 1_000_000_000 - nanos)
         }
         return (seconds, nanos)
     }
 
-    /// Parses PAX extended header records: `"%d %s=%s\n"` where the length counts the whole record.
-    func parsePAX(_ data: [UInt8]) throws -> [String: [UInt8]] {
+    /// Parses PAX extended header records: `"%d %s=%s\n"` where the length counts the whole
+    /// record (POSIX.1-2001 pax "extended header"). At most `limit` records; no keyword may
+    /// hold a NUL byte (an xattr's name is part of its keyword).
+    func parsePAX(_ data: [UInt8], limit: Int, global: Bool) throws -> [String: [UInt8]] {
+        let kind = global ? "global PAX header" : "PAX extended header"
+        let malformed = LazyPullError(.invalidLayer, "malformed \(kind) before entry \(entryCount + 1)")
         var records: [String: [UInt8]] = [:]
+        var count = 0
         var i = 0
         while i < data.count {
             if data[i] == 0 { break }
-            guard let space = data[i...].firstIndex(of: UInt8(ascii: " ")),
-                  let length = Int(String(decoding: data[i..<space], as: UTF8.self)), length > 0,
-                  i + length <= data.count, data[i + length - 1] == UInt8(ascii: "\n"),
-                  let equals = data[(space + 1)..<(i + length)].firstIndex(of: UInt8(ascii: "=")) else {
-                throw LazyPullError(.invalidLayer, "malformed PAX extended header")
+            // The length: decimal digits, then one space; at most 7 digits (the header is ≤ 1 MiB).
+            guard let space = data[i..<min(data.count, i + 8)].firstIndex(of: UInt8(ascii: " ")),
+                  let length = Self.decimal(data[i..<space]).flatMap({ Int(exactly: $0) }),
+                  length > space - i + 1, length <= data.count - i else {
+                throw malformed
             }
-            let key = String(decoding: data[(space + 1)..<equals], as: UTF8.self)
-            records[key] = Array(data[(equals + 1)..<(i + length - 1)])
-            i += length
+            let end = i + length   // ≤ data.count, checked above
+            guard data[end - 1] == UInt8(ascii: "\n"),
+                  let equals = data[(space + 1)..<(end - 1)].firstIndex(of: UInt8(ascii: "=")) else {
+                throw malformed
+            }
+            count += 1
+            guard count <= limit else {
+                throw LazyPullError(.invalidLayer, "\(kind) with more than \(TarLimits.maxPAXRecords) records before entry \(entryCount + 1)")
+            }
+            let keyBytes = data[(space + 1)..<equals]
+            let key = String(decoding: keyBytes, as: UTF8.self)
+            guard !keyBytes.contains(0) else {
+                throw LazyPullError(.hostileLayer, "\(kind) before entry \(entryCount + 1) has a NUL byte in keyword \(Self.quoted(key))")
+            }
+            records[key] = Array(data[(equals + 1)..<(end - 1)])
+            i = end
         }
         return records
+    }
+
+    /// `text` quoted for a one-line message: control characters (NUL, newlines) escaped, at
+    /// most 200 characters.
+    static func quoted(_ text: String) -> String {
+        let shown = text.count > 200 ? String(text.prefix(200)) + "…" : text
+        return String(reflecting: shown)
     }
 
     private func readBlock() throws -> Bool {
@@ -202,7 +332,10 @@ public final class TarReader {
     }
 
     private func readWhole(_ size: Int64) throws -> [UInt8] {
-        guard size <= 16 << 20 else { throw LazyPullError(.invalidLayer, "tar extension header of \(size) bytes is too large") }
+        // Callers bound the size by TarLimits; this keeps the allocation bounded regardless.
+        guard size >= 0, size <= max(TarLimits.maxExtensionSize, TarLimits.maxGlobalExtensionSize) else {
+            throw LazyPullError(.invalidLayer, "tar extension header of \(size) bytes is too large")
+        }
         var data = [UInt8](repeating: 0, count: Int(size))
         let n = try data.withUnsafeMutableBytes { try source.readFully(into: $0) }
         guard n == data.count else { throw LazyPullError(.invalidLayer, "tar stream ends inside an extension header") }
@@ -240,14 +373,16 @@ public final class TarReader {
         }
     }
 
-    /// A numeric header field: octal text, or GNU base-256 when the high bit is set.
+    /// A numeric header field: octal text, or GNU base-256 (two's complement, big endian)
+    /// when the high bit is set. Values beyond Int64 are refused.
     private func numeric(_ offset: Int, _ length: Int, field: String) throws -> Int64 {
         let bytes = block[offset..<(offset + length)]
         if let first = bytes.first, first & 0x80 != 0 {
             var value: Int64 = Int64(first & 0x7f)
             if first & 0x40 != 0 { value -= 0x80 }
             for b in bytes.dropFirst() {
-                guard value < Int64.max >> 8 else { throw LazyPullError(.invalidLayer, "tar \(field) field overflows") }
+                // Both bounds keep `value << 8` exact (the shift itself never traps).
+                guard value <= Int64.max >> 8, value >= Int64.min >> 8 else { throw LazyPullError(.invalidLayer, "tar \(field) field overflows") }
                 value = value << 8 | Int64(b)
             }
             return value
@@ -258,7 +393,7 @@ public final class TarReader {
             if b == 0 || (b == 0x20 && seenDigit) { break }
             if b == 0x20 { continue }
             guard b >= 0x30 && b <= 0x37 else { throw LazyPullError(.invalidLayer, "invalid tar \(field) field") }
-            guard value < Int64.max >> 3 else { throw LazyPullError(.invalidLayer, "tar \(field) field overflows") }
+            guard value <= Int64.max >> 3 else { throw LazyPullError(.invalidLayer, "tar \(field) field overflows") }
             value = value << 3 | Int64(b - 0x30)
             seenDigit = true
         }

@@ -171,18 +171,32 @@ struct EntryNameTests {
         #expect(try LayerUnpacker.components(of: name, entry: name) == expected)
     }
 
-    @Test(arguments: ["/etc/passwd", "../x", "a/../../x", "a/..", "//abs"])
+    @Test(arguments: ["/etc/passwd", "../x", "a/../../x", "a/..", "//abs",
+                      // Names are bytes: C calls stop at a NUL, so "..\0x" is ".." to them.
+                      "..\u{0}x/..\u{0}x/etc/passwd", "a/..\u{0}", "\u{0}", ".wh...\u{0}x", "a\u{0}b", "/\u{0}"])
     func rejectsEscapes(name: String) {
         #expect { try LayerUnpacker.components(of: name, entry: name) } throws: {
             ($0 as? LazyPullError)?.code == .hostileLayer
         }
     }
 
-    @Test func rejectsLongComponents() {
-        let name = "a/" + String(repeating: "n", count: 256)
+    @Test(arguments: ["a/" + String(repeating: "n", count: 256),
+                      String(repeating: "a/", count: LayerUnpacker.maxPathDepth) + "b",
+                      String(repeating: "n", count: 200) + String(repeating: "/nn", count: 1300)])
+    func rejectsLongComponentsNamesAndDepth(name: String) {
         #expect { try LayerUnpacker.components(of: name, entry: name) } throws: {
-            ($0 as? LazyPullError)?.code == .invalidLayer
+            ($0 as? LazyPullError)?.code == .invalidLayer && !(($0 as? LazyPullError)?.message.contains("\n") ?? true)
         }
+    }
+
+    @Test func acceptsTheLimits() throws {
+        let deep = String(repeating: "a/", count: LayerUnpacker.maxPathDepth - 1) + "b"
+        #expect(try LayerUnpacker.components(of: deep, entry: deep).count == LayerUnpacker.maxPathDepth)
+        let long = String(repeating: "n", count: 96) + String(repeating: "/nnn", count: 1000)   // 4096 bytes
+        #expect(try LayerUnpacker.components(of: long, entry: long).count == 1001)
+        // "." and empty components do not count towards the depth.
+        let dotted = String(repeating: "./", count: 1500) + "x"
+        #expect(try LayerUnpacker.components(of: dotted, entry: dotted) == ["x"])
     }
 }
 
