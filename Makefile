@@ -10,7 +10,7 @@ APT_PACKAGES := pkg-config libcurl4-openssl-dev zlib1g-dev libzstd-dev libisal-d
 	libfuse3-dev fuse3 docker-registry umoci skopeo containerd runc stargz-snapshotter \
 	mmdebstrap apache2-utils busybox-static python3 openssl attr libcap2-bin iproute2 procps bc
 
-.PHONY: all deps build debug test run bench bench-deps bench-full bench-test install generate clean
+.PHONY: all deps build debug test run bench bench-deps bench-full bench-test fuzz install generate clean
 
 all: build
 
@@ -60,6 +60,27 @@ bench-full: build bench-deps
 bench-test:
 	cd bench && python3 -m unittest discover -s lpbench/tests -t .
 
+# libFuzzer on every parser of untrusted input (docs/security.md), FUZZ_SECONDS each (one at a
+# time: 2 cores). Seeds and past crashes: Tests/Fuzz/<target>/ (read only); what the fuzzer
+# learns: .build-fuzz/corpus/<target>/; crashing inputs: .build-fuzz/crashes/<target>/, which a
+# crash also prints. Exits non-zero when any target crashed.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= reference www-authenticate manifest content-range estargz zstd-chunked toc-validator tar elf
+fuzz: deps
+	@for t in $(FUZZ_TARGETS); do \
+		LAZYPULL_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz --product fuzz-$$t \
+			-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >/dev/null || exit 1; \
+	done
+	@failed=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p .build-fuzz/corpus/$$t .build-fuzz/crashes/$$t; \
+		.build-fuzz/debug/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=.build-fuzz/crashes/$$t/ .build-fuzz/corpus/$$t Tests/Fuzz/$$t \
+			>.build-fuzz/$$t.log 2>&1 || failed=1; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' .build-fuzz/$$t.log); \
+		crashes=$$(ls .build-fuzz/crashes/$$t | wc -l); \
+		echo "fuzz-$$t: $$runs executions in $(FUZZ_SECONDS) s, $$crashes crashing inputs"; \
+	done; exit $$failed
+
 # Binary, systemd units, containerd drop-in, and the example configuration (an existing
 # /etc/lazypull/config.toml is kept).
 UNITDIR ?= $(PREFIX)/lib/systemd/system
@@ -87,4 +108,4 @@ generate:
 	PLUGINS=$(abspath $(PLUGIN_DIR)) Sources/LazyPullContainerd/Protos/generate.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

@@ -57,6 +57,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
+        // Every parser of untrusted input as a function of bytes: the fuzz executables' and
+        // the corpus regression tests' one entry point.
+        .target(name: "LazyPullFuzz", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFS"]),
         .executableTarget(name: "lazypull", dependencies: ["LazyPullCommands"]),
         .executableTarget(name: "lazypull-fuse-host", dependencies: ["LazyPullService"]),
         .executableTarget(name: "lazypull-serve", dependencies: [
@@ -68,7 +71,20 @@ let package = Package(
         .testTarget(name: "LazyPullLayersTests", dependencies: ["LazyPullLayers", "LazyPullOCI", "CZlib"]),
         .testTarget(name: "LazyPullCommandsTests", dependencies: ["LazyPullCommands", "LazyPullOCI"]),
         .testTarget(name: "LazyPullServiceTests", dependencies: ["LazyPullService", "LazyPullOCI"]),
+        .testTarget(name: "LazyPullFuzzTests", dependencies: ["LazyPullFuzz"]),
         .testTarget(name: "LazyPullIntegrationTests", dependencies: ["LazyPullOCI", "LazyPullRegistry", "LazyPullLayers", "LazyPullFUSE", "LazyPullFS", "CLazyPullShims"]),
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer executables, one per parser (`make fuzz` builds them with LAZYPULL_FUZZ=1 and
+// `-sanitize=fuzzer,address`): not part of an ordinary build, whose programs link only what
+// they run.
+if Context.environment["LAZYPULL_FUZZ"] == "1" {
+    for name in ["reference", "www-authenticate", "manifest", "content-range", "estargz", "zstd-chunked",
+                 "toc-validator", "tar", "elf"] {
+        package.products.append(.executable(name: "fuzz-\(name)", targets: ["fuzz-\(name)"]))
+        package.targets.append(.executableTarget(name: "fuzz-\(name)", dependencies: ["LazyPullFuzz"],
+                                                 path: "Sources/Fuzz/\(name)"))
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import LazyPullContent
 import LazyPullOCI
 import LazyPullService
 import TOMLKit
@@ -78,15 +79,33 @@ struct Configuration: Decodable, Equatable {
         cache = try c.decodeIfPresent(Cache.self, forKey: .cache) ?? cache
     }
 
-    /// Reads `path`; a missing file is the default configuration, a malformed one an error
-    /// that names it.
+    /// Reads `path`; a missing file is the default configuration. A file that cannot be read
+    /// or is not valid TOML for this schema is an error naming the file and, where the parser
+    /// knows it, the line.
     static func load(_ path: String) throws -> Configuration {
-        guard let data = FileManager.default.contents(atPath: path) else { return Configuration() }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT { return Configuration() }
+        guard fd >= 0 else { throw LazyPullError(.invalidArgument, "cannot read configuration \(path): \(String(cString: strerror(errno)))") }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        let data: Data
+        do {
+            data = try handle.readToEnd() ?? Data()
+        } catch {
+            throw LazyPullError(.invalidArgument, "cannot read configuration \(path): \(systemErrorText(error))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw LazyPullError(.invalidArgument, "configuration \(path) is not UTF-8 text")
+        }
         let config: Configuration
         do {
-            config = try TOMLDecoder().decode(Configuration.self, from: String(decoding: data, as: UTF8.self))
+            config = try TOMLDecoder().decode(Configuration.self, from: text)
+        } catch let error as TOMLParseError {
+            throw LazyPullError(.invalidArgument,
+                                "\(path):\(error.source.begin.line): invalid TOML: \(error.description)")
+        } catch let error as DecodingError {
+            throw LazyPullError(.invalidArgument, "\(path): \(Self.describe(error))")
         } catch {
-            throw LazyPullError(.invalidArgument, "cannot read \(path): \(error)")
+            throw LazyPullError(.invalidArgument, "cannot read configuration \(path): \(error)")
         }
         guard config.fetch.timeoutSeconds > 0 else {
             throw LazyPullError(.invalidArgument, "\(path): fetch.timeout_seconds must be positive")
@@ -95,6 +114,34 @@ struct Configuration: Decodable, Equatable {
             throw LazyPullError(.invalidArgument, "\(path): fetch.prefetch_wait_seconds and cache.max_bytes cannot be negative")
         }
         return config
+    }
+
+    /// A decoding error as `key.path: what is wrong`, on one line.
+    static func describe(_ error: DecodingError) -> String {
+        func key(_ path: [any CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
+        switch error {
+        case .typeMismatch(let type, let context):
+            return "\(key(context.codingPath)) must be \(Self.tomlName(of: type))"
+        case .valueNotFound(let type, let context):
+            return "\(key(context.codingPath)) must be \(Self.tomlName(of: type))"
+        case .keyNotFound(let k, let context):
+            // TOMLKit also reports a value of the wrong type this way.
+            let path = context.codingPath.last?.stringValue == k.stringValue ? context.codingPath : context.codingPath + [k]
+            return "\(key(path)) is missing or has the wrong type"
+        case .dataCorrupted(let context):
+            return "\(key(context.codingPath)): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+
+    private static func tomlName(of type: Any.Type) -> String {
+        switch type {
+        case is Int.Type, is Int64.Type: return "an integer"
+        case is Bool.Type: return "true or false"
+        case is String.Type: return "a string"
+        default: return "a table"
+        }
     }
 
     var fetchSettings: FetchSettings {

@@ -33,7 +33,7 @@ struct ConvertCommand: ParsableCommand {
                 .filter { !$0.isEmpty && !$0.hasPrefix("#") }
         }
         let src = try Reference(parsing: source), dst = try Reference(parsing: destination)
-        let scratch = "\(global.root)/tmp/convert-\(UUID().uuidString)"
+        let scratch = "\(try global.root)/tmp/convert-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let digest = try ImageConverter().convertToEStargz(from: src, to: dst, prefetch: prefetch,
                                                            options: try pullOptions(registry, quiet: true), scratch: scratch)

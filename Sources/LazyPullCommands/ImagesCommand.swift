@@ -13,7 +13,7 @@ struct ImagesCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let images = try StateRoot(path: global.root).metadata.images()
+        let images = try StateRoot(path: try global.root).metadata.images()
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -43,7 +43,7 @@ struct RmiCommand: ParsableCommand {
     var references: [String]
 
     func run() throws {
-        let state = try StateRoot(path: global.root)
+        let state = try StateRoot(path: try global.root)
         for reference in references {
             let name = try Reference(parsing: reference).description
             if try state.metadata.mounts().contains(where: { $0.image == name }) {
@@ -65,7 +65,7 @@ struct PruneCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        let report = try GarbageCollector(state: try StateRoot(path: global.root)).collect()
+        let report = try GarbageCollector(state: try StateRoot(path: try global.root)).collect()
         print("removed \(report.blobs) blobs (\(ByteCount.format(report.bytes))) and \(report.snapshots) snapshots")
     }
 }

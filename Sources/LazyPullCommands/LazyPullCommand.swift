@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import LazyPullImages
 import LazyPullOCI
+import LazyPullService
 
 /// `lazypull`: pull container images lazily or eagerly and mount their root filesystems.
 public struct LazyPullCommand: ParsableCommand {
@@ -20,10 +22,15 @@ public struct LazyPullCommand: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch let error as LazyPullError {
-            FileHandle.standardError.write(Data("lazypull: error: \(error.message)\n".utf8))
-            Foundation.exit(error.code == .invalidArgument || error.code == .invalidReference ? 2 : 1)
+            writeStandardError("lazypull: error: \(error.message)\n")
+            Foundation.exit(error.exitStatus)
         } catch {
-            exit(withError: error)
+            // Usage errors exit 2, as the README documents (ArgumentParser's own is 64).
+            let status = exitCode(for: error)
+            guard status == .validationFailure else { exit(withError: error) }
+            let message = fullMessage(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            writeStandardError("lazypull: error: \(message.replacingOccurrences(of: "Error: ", with: ""))\n")
+            Foundation.exit(2)
         }
     }
 }
@@ -45,12 +52,20 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("config"), help: "Configuration file.")
     var configPath = ProcessInfo.processInfo.environment["LAZYPULL_CONFIG"] ?? Configuration.defaultPath
 
+    /// The configuration file's settings: an unreadable or invalid file is an error naming it
+    /// and the line, for every command (a missing one is the defaults).
     func configuration() throws -> Configuration { try Configuration.load(configPath) }
 
+    /// The state root: `--root`, else `$LAZYPULL_ROOT`, else the configuration's `root`.
     var root: String {
-        rootOption ?? ProcessInfo.processInfo.environment["LAZYPULL_ROOT"]
-            ?? (try? configuration().root).flatMap { $0 } ?? "/var/lib/lazypull"
+        get throws {
+            let config = try configuration()
+            return rootOption ?? ProcessInfo.processInfo.environment["LAZYPULL_ROOT"] ?? config.root ?? StateRoot.defaultPath
+        }
     }
+
+    /// The control plane of the root, started with this configuration when none runs.
+    func controlClient() throws -> ControlClient { ControlClient(root: try root, configPath: configPath) }
 }
 
 /// How to reach the registry.

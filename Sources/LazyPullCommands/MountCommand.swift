@@ -41,7 +41,7 @@ struct MountCommand: ParsableCommand {
         guard fetchTimeout > 0 else { throw LazyPullError(.invalidArgument, "--fetch-timeout must be at least 1 second") }
         let target = try MountTable.canonicalTarget(directory, create: true)
         if eager {
-            let state = try StateRoot(path: global.root)
+            let state = try StateRoot(path: try global.root)
             if try state.metadata.mount(at: target) != nil {
                 throw LazyPullError(.alreadyExists, "\(target) is already a lazypull mount; run `lazypull umount \(target)` first")
             }
@@ -61,6 +61,9 @@ struct MountCommand: ParsableCommand {
                 return
             }
         }
+        // The root is checked (and made private) here, so a root that cannot be used is this
+        // command's one-line error, not a control plane that fails to start.
+        _ = try StateRoot(path: try global.root)
         var request = MountRequest(reference: ref.description, target: target)
         request.readOnly = readOnly
         request.pull = pull && !eager
@@ -70,7 +73,7 @@ struct MountCommand: ParsableCommand {
         request.fetchTimeoutSeconds = fetchTimeout
         request.backgroundFetch = !noBackgroundFetch
         // The control plane does the rest (and checks that DIR is not mounted already).
-        let reply = try ControlClient(root: global.root).call(ControlRequest(.mount, mount: request), start: true) { notice in
+        let reply = try global.controlClient().call(ControlRequest(.mount, mount: request), start: true) { notice in
             FileHandle.standardError.write(Data("lazypull: notice: \(notice)\n".utf8))
         }
         if !quiet { print("mounted \(reply?.image ?? ref.description) at \(target)\(eager ? "" : " (lazy)")") }
@@ -90,8 +93,8 @@ struct UmountCommand: ParsableCommand {
         let target = try MountTable.canonicalTarget(directory, create: false)
         // Through the control plane when one runs (it may end itself afterwards); directly
         // otherwise (an eager mount, or a lazy one whose processes are gone).
-        if try ControlClient(root: global.root).call(ControlRequest(.umount, target: target), start: false) == nil {
-            try MountTable(state: try StateRoot(path: global.root)).unmount(target)
+        if try global.controlClient().call(ControlRequest(.umount, target: target), start: false) == nil {
+            try MountTable(state: try StateRoot(path: try global.root)).unmount(target)
         }
     }
 }
@@ -125,7 +128,7 @@ public struct ServeCommand: ParsableCommand {
 
     public func settings() throws -> Settings {
         let config = try global.configuration()
-        return Settings(root: global.root, address: address ?? config.snapshotter.address, exitWhenIdle: exitWhenIdle,
+        return Settings(root: try global.root, address: address ?? config.snapshotter.address, exitWhenIdle: exitWhenIdle,
                         fetch: config.fetchSettings)
     }
 
@@ -152,6 +155,6 @@ struct FuseHostCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        try LayerHost.run(paths: ServicePaths(root: global.root))
+        try LayerHost.run(paths: ServicePaths(root: try global.root))
     }
 }

@@ -21,7 +21,7 @@ struct PullCommand: ParsableCommand {
 
     func run() throws {
         let ref = try Reference(parsing: reference)
-        let state = try StateRoot(path: global.root)
+        let state = try StateRoot(path: try global.root)
         let record = try ImagePuller(state: state).pull(ref, options: try pullOptions(registry, quiet: quiet))
         if !quiet {
             print("\(record.name) \(record.target.digest)")

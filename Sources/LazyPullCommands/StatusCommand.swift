@@ -22,11 +22,11 @@ struct StatusCommand: ParsableCommand {
     func run() throws {
         let target = try directory.map { try MountTable.canonicalTarget($0, create: false) }
         let report: [MountStatus]
-        if let reply = try ControlClient(root: global.root).call(ControlRequest(.status, target: target), start: false) {
+        if let reply = try global.controlClient().call(ControlRequest(.status, target: target), start: false) {
             report = reply.status ?? []
         } else {
             // Nothing serves lazy layers: report from local state.
-            report = try MountStatusReport(state: try StateRoot(path: global.root)).build(target: target, served: [])
+            report = try MountStatusReport(state: try StateRoot(path: try global.root)).build(target: target, served: [])
         }
         if json {
             let encoder = JSONEncoder()

@@ -11,7 +11,8 @@ public struct ContentStore: Sendable {
     public init(root: String) throws {
         self.root = root
         for dir in ["blobs/sha256", "ingest"] {
-            try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
         }
     }
 
@@ -36,13 +37,29 @@ public struct ContentStore: Sendable {
         if contains(digest) { return }
         try digest.verify(Digest.sha256(of: bytes), what: "content to store")
         let temp = "\(root)/ingest/.\(digest.encoded).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
-        guard FileManager.default.createFile(atPath: temp, contents: Data(bytes)) else {
-            throw LazyPullError(.io, "cannot write \(temp)")
-        }
+        try Self.writeFile(temp, bytes)
         guard rename(temp, path(of: digest)) == 0 else {
             let e = errno
             unlink(temp)
             throw LazyPullError.io("cannot commit", path: path(of: digest), errno: e)
+        }
+    }
+
+    /// Writes `bytes` to a new file `path`, 0600; the error names errno (ENOSPC) and the path.
+    static func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LazyPullError.io("cannot create", path: path, errno: errno) }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let e = n < 0 ? errno : EIO
+                unlink(path)
+                throw LazyPullError.io("cannot write", path: path, errno: e)
+            }
+            done += n
         }
     }
 
@@ -89,14 +106,16 @@ public final class Ingest {
         self.expectedSize = expectedSize
         dir = "\(store.root)/ingest/\(digest.encoded)"
         dataPath = "\(dir)/data"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
         lock = try FileLock(path: "\(dir)/lock", mode: .exclusive)
         if store.contains(digest) {
             // Another process finished this blob while we waited for the lock.
             fd = -1
             return
         }
-        fd = open(dataPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // Blobs are 0600 (docs/security.md): renamed into blobs/ with this mode.
+        fd = open(dataPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LazyPullError.io("cannot open", path: dataPath, errno: errno) }
         let end = lseek(fd, 0, SEEK_END)
         if end > expectedSize { _ = ftruncate(fd, 0); lseek(fd, 0, SEEK_SET) } else { offset = Int64(end) }

@@ -21,7 +21,7 @@ public final class FileLock: Sendable {
     }
 
     private static func lock(_ path: String, mode: Mode, wait: Bool) throws -> Int32? {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LazyPullError.io("cannot open lock", path: path, errno: errno) }
         while flock(fd, (mode == .shared ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB)) != 0 {
             let e = errno

@@ -30,6 +30,15 @@ struct StoredImage {
             : try registry.fetchBlob(manifest.config)
         try content.write(configBytes, as: manifest.config.digest)
         let config = try ImageConfig.decode(configBytes, what: "\(manifest.config.digest) of \(reference)")
+        // A single manifest names its platform only in its config (image-spec config.md):
+        // check it, as containerd does, so `--platform` never silently mounts another one.
+        if resolved.index == nil, let os = config.os, let architecture = config.architecture {
+            let offered = Platform(os: os, architecture: architecture, variant: config.variant)
+            guard PlatformMatcher(platform).rank(offered) != nil else {
+                throw LazyPullError(.platformNotFound,
+                                    "\(reference) has no image for platform \(platform) (available: \(offered))")
+            }
+        }
         guard config.rootfs.diffIDs.count == manifest.layers.count else {
             throw LazyPullError(.invalidManifest,
                                 "\(reference): manifest lists \(manifest.layers.count) layers but the config has \(config.rootfs.diffIDs.count) diff_ids")
@@ -47,7 +56,7 @@ struct StoredImage {
             name: reference.description, target: resolved.target, manifest: resolved.manifest.descriptor.digest,
             config: manifest.config.digest, chainIDs: chainIDs,
             content: metadata.compactMap { $0 } + (keepingLayers ? manifest.layers.map(\.digest) : []),
-            size: manifest.layers.reduce(0) { $0 + $1.size },
+            size: manifest.layersSize,
             platform: [config.os ?? platform.os, config.architecture ?? platform.architecture, config.variant]
                 .compactMap { $0 }.joined(separator: "/"))
     }

@@ -15,6 +15,24 @@ public struct Descriptor: Hashable, Sendable, Codable {
         self.annotations = annotations
         self.platform = platform
     }
+
+    enum CodingKeys: String, CodingKey { case mediaType, digest, size, urls, annotations, platform }
+
+    /// Decodes a descriptor from an untrusted document: `size` must be a non-negative
+    /// integer (descriptor.md: "the size, in bytes, of the raw content"), so every later
+    /// offset and sum over it starts from a value that cannot be negative.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        mediaType = try c.decode(String.self, forKey: .mediaType)
+        digest = try c.decode(Digest.self, forKey: .digest)
+        size = try c.decode(Int64.self, forKey: .size)
+        guard size >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .size, in: c, debugDescription: "negative size \(size)")
+        }
+        urls = try c.decodeIfPresent([String].self, forKey: .urls)
+        annotations = try c.decodeIfPresent([String: String].self, forKey: .annotations)
+        platform = try c.decodeIfPresent(Platform.self, forKey: .platform)
+    }
 }
 
 /// A platform an image runs on (OCI image spec, image-index.md "platform").

@@ -29,6 +29,10 @@ public struct LazyPullError: Error, Equatable, Sendable, CustomStringConvertible
     }
 
     public var description: String { message }
+
+    /// The exit status of a command that fails with this error, as the README documents:
+    /// 2 for what the user wrote (arguments, references, configuration), 1 for the rest.
+    public var exitStatus: Int32 { code == .invalidArgument || code == .invalidReference ? 2 : 1 }
 }
 
 extension LazyPullError {

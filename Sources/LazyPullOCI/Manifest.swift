@@ -16,6 +16,37 @@ public struct Manifest: Sendable, Codable, Equatable {
         self.layers = layers
         self.annotations = annotations
     }
+
+    enum CodingKeys: String, CodingKey { case schemaVersion, mediaType, config, layers, annotations }
+
+    /// Decodes an untrusted manifest: besides each descriptor's own checks, the layers' sizes
+    /// must add up to a number that fits (a pull's total and progress are that sum).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schemaVersion = try c.decode(Int.self, forKey: .schemaVersion)
+        mediaType = try c.decodeIfPresent(String.self, forKey: .mediaType)
+        config = try c.decode(Descriptor.self, forKey: .config)
+        layers = try c.decode([Descriptor].self, forKey: .layers)
+        annotations = try c.decodeIfPresent([String: String].self, forKey: .annotations)
+        guard Self.totalSize(of: layers) != nil else {
+            throw DecodingError.dataCorruptedError(forKey: .layers, in: c,
+                                                   debugDescription: "layer sizes add up to more than \(Int64.max) bytes")
+        }
+    }
+
+    /// The sum of `layers`' sizes, or nil when it does not fit in an Int64.
+    public static func totalSize(of layers: [Descriptor]) -> Int64? {
+        var total: Int64 = 0
+        for layer in layers {
+            let (sum, overflow) = total.addingReportingOverflow(layer.size)
+            guard !overflow else { return nil }
+            total = sum
+        }
+        return total
+    }
+
+    /// The compressed size of every layer together (checked when the manifest was decoded).
+    public var layersSize: Int64 { Self.totalSize(of: layers) ?? Int64.max }
 }
 
 /// An image index or Docker manifest list (OCI image spec image-index.md).

@@ -286,8 +286,13 @@ public struct MountStatusReport: Sendable {
 /// The CLI's handle on the control plane, which it starts when none runs.
 public struct ControlClient: Sendable {
     let paths: ServicePaths
+    /// The configuration file a control plane this client starts reads (`serve --config`).
+    let configPath: String?
 
-    public init(root: String) { paths = ServicePaths(root: root) }
+    public init(root: String, configPath: String? = nil) {
+        paths = ServicePaths(root: root)
+        self.configPath = configPath
+    }
 
     /// Sends `request` and returns the final reply; notices go to `notice` as they arrive.
     /// With `start`, a control plane is started (ending itself once idle) if none runs;
@@ -297,7 +302,8 @@ public struct ControlClient: Sendable {
         let connection: JSONLineConnection?
         if start {
             connection = try Daemon.connect(to: paths.controlSocket, lock: paths.controlLock,
-                                            starting: ["serve", "--root", paths.root, "--exit-when-idle"],
+                                            starting: ["serve", "--root", paths.root, "--exit-when-idle"]
+                                                + (configPath.map { ["--config", $0] } ?? []),
                                             executable: Daemon.serveExecutable, log: paths.controlLog, what: "control plane")
         } else {
             connection = try JSONLineConnection.connect(to: paths.controlSocket)

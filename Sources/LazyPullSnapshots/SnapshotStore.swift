@@ -13,7 +13,11 @@ public final class SnapshotStore: Sendable {
     public init(root: String, metadata: MetadataStore) throws {
         self.root = root
         self.metadata = metadata
-        try FileManager.default.createDirectory(atPath: "\(root)/locks", withIntermediateDirectories: true)
+        // 0700 like the state root: a snapshot's tree is an untrusted image's (setuid files,
+        // devices); only root reaches it, through the mounts it makes.
+        try FileManager.default.createDirectory(atPath: "\(root)/locks", withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        chmod(root, 0o700)
     }
 
     public func directory(of snapshot: SnapshotRecord) -> String { "\(root)/\(snapshot.id)" }
@@ -32,7 +36,10 @@ public final class SnapshotStore: Sendable {
         do {
             let dir = directory(of: record)
             try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: "\(dir)/fs", withIntermediateDirectories: true,
+            // `<id>` 0700; `fs` 0755 is the layer root's mode, as containerd's snapshotters make it.
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(atPath: "\(dir)/fs", withIntermediateDirectories: false,
                                                     attributes: [.posixPermissions: 0o755])
             if kind == .active {
                 try FileManager.default.createDirectory(atPath: "\(dir)/work", withIntermediateDirectories: true,
@@ -40,7 +47,7 @@ public final class SnapshotStore: Sendable {
             }
         } catch {
             try? metadata.deleteSnapshot(key)
-            throw LazyPullError(.io, "cannot create snapshot directory for \(key): \(error.localizedDescription)")
+            throw LazyPullError(.io, "cannot create snapshot directory for \(key): \(systemErrorText(error))")
         }
         return record
     }
@@ -107,7 +114,7 @@ public final class SnapshotStore: Sendable {
         guard lstat(path, &st) == 0 else { return }
         // FileManager.removeItem does not follow symlinks and handles read-only directories as root.
         do { try FileManager.default.removeItem(atPath: path) } catch {
-            throw LazyPullError(.io, "cannot remove \(path): \(error.localizedDescription)")
+            throw LazyPullError(.io, "cannot remove \(path): \(systemErrorText(error))")
         }
     }
 }
