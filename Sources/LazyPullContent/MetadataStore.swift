@@ -73,11 +73,28 @@ public struct MountRecord: Sendable, Codable, Equatable {
 }
 
 /// The SQLite metadata database (`metadata.db`): images, content labels, snapshots, mounts.
+///
+/// A full disk must not keep lazypull from forgetting things: removing a mount, snapshot or
+/// image writes to the database (its write-ahead log) before the files that free space go.
+/// So the store keeps a reserve file beside the database (`metadata.db.reserve`,
+/// ``reserveBytes``): when a deletion or opening the database fails with SQLite's "database
+/// or disk is full", the reserve is given back and the step tried once more. It is made again
+/// (best effort) when the store is next opened with room for it.
 public final class MetadataStore: Sendable {
     private let db: SQLiteConnection
+    private let reserve: DiskReserve
+
+    /// Size of the reserve file: room for the write-ahead log of a few deletions.
+    public static let reserveBytes: Int64 = 1 << 20
 
     public init(path: String) throws {
-        db = try SQLiteConnection(path: path)
+        reserve = DiskReserve(path: path + ".reserve", bytes: Self.reserveBytes)
+        db = try reserve.retryingWhenFull { try SQLiteConnection(path: path) }
+        try reserve.retryingWhenFull { try self.createTables() }
+        reserve.replenish()
+    }
+
+    private func createTables() throws {
         try db.transaction {
             try db.execute("""
                 CREATE TABLE IF NOT EXISTS images (
@@ -118,6 +135,10 @@ public final class MetadataStore: Sendable {
     }
 
     public func deleteImage(named name: String) throws -> Bool {
+        try reserve.retryingWhenFull { try deleteImageRow(named: name) }
+    }
+
+    private func deleteImageRow(named name: String) throws -> Bool {
         try db.transaction {
             let found = try db.query("SELECT 1 FROM images WHERE name = ?", [.text(name)]).isEmpty == false
             try db.execute("DELETE FROM images WHERE name = ?", [.text(name)])
@@ -140,7 +161,7 @@ public final class MetadataStore: Sendable {
     }
 
     public func deleteContent(_ digest: Digest) throws {
-        try db.execute("DELETE FROM content WHERE digest = ?", [.text(digest.description)])
+        try reserve.retryingWhenFull { try db.execute("DELETE FROM content WHERE digest = ?", [.text(digest.description)]) }
     }
 
     // MARK: Snapshots
@@ -227,6 +248,10 @@ public final class MetadataStore: Sendable {
 
     /// Deletes the row of `key`; refuses while other snapshots name it as parent.
     public func deleteSnapshot(_ key: String) throws {
+        try reserve.retryingWhenFull { try deleteSnapshotRow(key) }
+    }
+
+    private func deleteSnapshotRow(_ key: String) throws {
         try db.transaction {
             if try !db.query("SELECT 1 FROM snapshots WHERE parent = ?", [.text(key)]).isEmpty {
                 throw LazyPullError(.busy, "snapshot \(key) has children")
@@ -261,7 +286,7 @@ public final class MetadataStore: Sendable {
     }
 
     public func deleteMount(at target: String) throws {
-        try db.execute("DELETE FROM mounts WHERE target = ?", [.text(target)])
+        try reserve.retryingWhenFull { try db.execute("DELETE FROM mounts WHERE target = ?", [.text(target)]) }
     }
 
     // MARK: Coding

@@ -90,7 +90,7 @@ public final class ImagePuller: Sendable {
             if case .failure(let e) = outcomes[layer.index]!, firstError == nil { firstError = e }
         }
         if let firstError {
-            for case .success(let key?) in outcomes.values { try? state.snapshots.remove(key) }
+            for case .success(let key?) in outcomes.values { discard(key) }
             throw firstError
         }
         var unpackedAny = false
@@ -170,9 +170,19 @@ public final class ImagePuller: Sendable {
             return key
         } catch {
             progress.set(slot, state: "failed")
-            try? state.snapshots.remove(key)
+            discard(key)
             throw error
         }
+    }
+
+    /// Throws an uncommitted snapshot away. An unpacked one loses its files first: after a
+    /// pull that filled the disk, that frees the room the metadata update needs, so no
+    /// half-made `extract-…` snapshot stays behind.
+    func discard(_ key: String) {
+        if key.hasPrefix(Self.extractKeyPrefix), let snapshot = try? state.metadata.snapshot(key) {
+            try? SnapshotStore.removeTree(state.snapshots.directory(of: snapshot))
+        }
+        try? state.snapshots.remove(key)
     }
 
     /// The download thread feeds a pipe; an unpack thread decompresses, hashes and unpacks.

@@ -51,10 +51,19 @@ public struct MountTable: Sendable {
         } catch let error as LazyPullError where error.code == .io && error.message.contains("Invalid argument") {
             // Already unmounted by someone else: finish the bookkeeping.
         }
-        if let key = record.snapshotKey, try state.metadata.snapshot(key) != nil {
-            try state.snapshots.remove(key)
+        // Unmounted: now forget it. Files first (on a full disk, deleting the upper directory
+        // frees the room the metadata update needs; MetadataStore keeps a reserve for the rest).
+        // Should the update still fail, the record stays and the same `umount` finishes the work
+        // later, since unmounting what is unmounted already is skipped above.
+        do {
+            if let key = record.snapshotKey, let snapshot = try state.metadata.snapshot(key) {
+                try? SnapshotStore.removeTree(state.snapshots.directory(of: snapshot))
+                try state.snapshots.remove(key)
+            }
+            try state.metadata.deleteMount(at: target)
+        } catch {
+            throw LazyPullError(.io, "\(target) is unmounted but lazypull cannot forget it (\(error)); run `lazypull umount \(target)` again once there is room")
         }
-        try state.metadata.deleteMount(at: target)
         // The image's merged lower goes with its last mount.
         if let merged = record.mergedLower, try !state.metadata.mounts().contains(where: { $0.mergedLower == merged }) {
             DeadMounts.detachAll(at: merged)

@@ -128,3 +128,100 @@ func fuseMountPoints(under path: String) -> [String] {
         return point
     }
 }
+
+/// A small ext4 file system on a loop device, mounted at `path`; unmounted and detached when
+/// dropped.
+final class LoopFileSystem {
+    let path: String
+    let image: String
+    private(set) var device: String?
+
+    init(in parent: String, megabytes: Int) throws {
+        image = parent + "/disk.img"
+        path = parent + "/disk"
+        try run(["truncate", "-s", "\(megabytes)M", image])
+        try run(["mkfs.ext4", "-q", "-F", image])
+        device = try run(["losetup", "-f", "--show", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try run(["mount", device!, path])
+        } catch {
+            detach()
+            throw error
+        }
+    }
+
+    /// Fills the file system to the last block (as root, the reserved blocks too) with
+    /// `name`, then gives `leaving` bytes back.
+    func fill(_ name: String, leaving: Int = 0) throws {
+        let file = path + "/" + name
+        _ = try run(["dd", "if=/dev/zero", "of=\(file)", "bs=1M", "status=none"], check: false)
+        _ = try run(["sync"])
+        if leaving > 0 { try run(["truncate", "-s", "-\(leaving)", file]) }
+        _ = try run(["sync"])
+    }
+
+    private func detach() {
+        if let device { _ = try? run(["losetup", "-d", device], check: false) }
+        device = nil
+    }
+
+    deinit {
+        killProcesses(using: path)
+        unmountAll(under: path)
+        umount2(path, Int32(MNT_DETACH))
+        detach()
+    }
+}
+
+@Suite("Disk full", .serialized)
+struct DiskFullTests {
+    @Test("an eager pull on a full disk: one line naming ENOSPC and the path, nothing half-made, the retry works; umount on a full disk forgets the mount")
+    func eagerPullAndUmount() throws {
+        let tmp = try TemporaryDirectory("diskfull")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "small:v1", "8"])
+        let disk = try LoopFileSystem(in: tmp.path, megabytes: 64)
+        let root = disk.path + "/root"
+        let reference = "\(registry.host)/small:v1"
+        try lazypull(["images"], root: root)
+
+        // Room for the first layer, not for the 8 MiB one.
+        try disk.fill("filler", leaving: 2 << 20)
+        let failed = try lazypull(["pull", "--quiet", reference], root: root, check: false)
+        #expect(!failed.succeeded)
+        let lines = failed.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(failed.stderr)")
+        #expect(failed.stderr.contains("ENOSPC") || failed.stderr.contains("No space left on device"), "\(failed.stderr)")
+        #expect(failed.stderr.contains(root), "the error names no path: \(failed.stderr)")
+        let snapshots = (try? FileManager.default.contentsOfDirectory(atPath: root + "/snapshots")) ?? []
+        #expect(!snapshots.contains { $0 != "locks" }, "half-made snapshots left: \(snapshots)")
+        #expect(!(try lazypull(["images"], root: root).stdout.contains("small")))
+
+        // Room again: the same pull works.
+        try FileManager.default.removeItem(atPath: disk.path + "/filler")
+        try lazypull(["pull", "--quiet", reference], root: root)
+
+        // Mounted (eagerly), then the disk fills: umount still unmounts and forgets it.
+        let target = tmp.path + "/mnt"
+        try lazypull(["mount", reference, target], root: root)
+        defer { _ = try? lazypull(["umount", target], root: root, check: false) }
+        #expect(try String(contentsOfFile: target + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+        try disk.fill("filler2")
+        let unmounted = try lazypull(["umount", target], root: root, check: false)
+        #expect(unmounted.succeeded, "\(unmounted.stderr)")
+        #expect(!isMountPoint(target))
+        let again = try lazypull(["umount", target], root: root, check: false)
+        #expect(again.stderr.contains("not mounted by lazypull"), "\(again.stderr)")
+        #expect(waitUntilNoProcess(root: root))
+    }
+}
+
+/// Whether `path` is a mount point (in /proc/self/mountinfo).
+func isMountPoint(_ path: String) -> Bool {
+    let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    return text.split(separator: "\n").contains { line in
+        let fields = line.split(separator: " ")
+        return fields.count > 4 && fields[4].replacingOccurrences(of: "\\040", with: " ") == path
+    }
+}
