@@ -8,6 +8,12 @@ public struct RegistryOptions: Sendable {
     public var plainHTTP = false
     public var http = HTTPOptions()
     public var retry = RetryPolicy()
+    /// Overall deadline of a fetch collected in memory (manifests, indexes, configs, TOC
+    /// ranges, blob tails, tokens), all attempts included, when ``retry`` sets none shorter:
+    /// these have bounded sizes, and a registry that cannot deliver one in this time is
+    /// treated as failed rather than waited for. Streamed layer downloads (`streamBlob` of
+    /// an eager pull) have no overall deadline, only the rate floor of ``HTTPOptions``.
+    public var documentDeadline: Duration = .seconds(600)
     public var credentials: @Sendable (String) throws -> Credentials? = { domain in
         try DockerCredentialStore().credentials(for: domain)
     }
@@ -88,7 +94,7 @@ public final class RegistryClient: Sendable {
         let url = "\(baseURL)/manifests/\(tagOrDigest)"
         let request = HTTPRequest(url: url, headers: [("Accept", MediaType.manifestAccept)])
         var body: [UInt8] = []
-        let response = try send(request, what: "manifest \(what)") { chunk in
+        let response = try send(request, what: "manifest \(what)", overall: options.documentDeadline) { chunk in
             guard body.count + chunk.count <= RegistryLimits.manifestBytes else {
                 throw LazyPullError(.invalidManifest, "manifest \(what) is larger than \(RegistryLimits.manifestBytes >> 20) MiB")
             }
@@ -151,7 +157,7 @@ public final class RegistryClient: Sendable {
             throw LazyPullError(.invalidManifest, "blob \(descriptor.digest) is too large (\(descriptor.size) bytes)")
         }
         var body: [UInt8] = []
-        try streamBlob(descriptor.digest, from: 0) { chunk in
+        try streamBlob(descriptor.digest, from: 0, overall: options.documentDeadline) { chunk in
             guard body.count + chunk.count <= descriptor.size else {
                 throw LazyPullError(.digestMismatch, "blob \(descriptor.digest) from \(reference.domain) is longer than its descriptor says (\(descriptor.size) bytes)")
             }
@@ -166,6 +172,12 @@ public final class RegistryClient: Sendable {
     /// the bytes already delivered skipped. The caller verifies the digest.
     public func streamBlob(_ digest: Digest, from offset: Int64,
                            sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try streamBlob(digest, from: offset, overall: nil, sink: sink)
+    }
+
+    /// ``streamBlob(_:from:sink:)`` ending within `overall` (and ``RetryPolicy/deadline``).
+    func streamBlob(_ digest: Digest, from offset: Int64, overall: Duration?,
+                    sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard offset >= 0 else {
             throw LazyPullError(.invalidArgument, "blob \(digest): negative offset \(offset)")
         }
@@ -173,7 +185,7 @@ public final class RegistryClient: Sendable {
         var skip: Int64 = 0
         let url = "\(baseURL)/blobs/\(digest)"
         let what = "blob \(digest)"
-        try send(HTTPRequest(url: url), what: what, range: { (offset + delivered, nil) }, sink: { chunk in
+        try send(HTTPRequest(url: url), what: what, range: { (offset + delivered, nil) }, overall: overall, sink: { chunk in
             var bytes = chunk
             if skip > 0 {
                 let drop = Int(min(Int64(bytes.count), skip))
@@ -209,7 +221,7 @@ public final class RegistryClient: Sendable {
         var body: [UInt8] = []
         // The length comes from image metadata: reserve what is sure to be cheap, grow past it.
         body.reserveCapacity(Int(min(length, 16 << 20)))
-        try streamRange(digest, offset: offset, length: length) { body.append(contentsOf: $0) }
+        try streamRange(digest, offset: offset, length: length, overall: options.documentDeadline) { body.append(contentsOf: $0) }
         return body
     }
 
@@ -222,6 +234,12 @@ public final class RegistryClient: Sendable {
     /// verifies content against the digests it trusts; a throw from `sink` ends the fetch.
     public func streamRange(_ digest: Digest, offset: Int64, length: Int64,
                             sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try streamRange(digest, offset: offset, length: length, overall: nil, sink: sink)
+    }
+
+    /// ``streamRange(_:offset:length:sink:)`` ending within `overall` (and ``RetryPolicy/deadline``).
+    func streamRange(_ digest: Digest, offset: Int64, length: Int64, overall: Duration?,
+                     sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard length > 0 else { return }
         guard offset >= 0, case (let end, false) = offset.addingReportingOverflow(length) else {
             throw LazyPullError(.invalidArgument, "blob \(digest): invalid range of \(length) bytes at \(offset)")
@@ -231,7 +249,7 @@ public final class RegistryClient: Sendable {
         var partial = false            // a 206: the body is the range asked for
         let what = "blob \(digest) range \(offset)-\(end - 1)"
         try send(HTTPRequest(url: "\(baseURL)/blobs/\(digest)"), what: what,
-                 range: { (offset + delivered, end - 1) }, sink: { chunk in
+                 range: { (offset + delivered, end - 1) }, overall: overall, sink: { chunk in
             let chunkStart = position
             position += Int64(chunk.count)
             let from = max(offset + delivered, chunkStart), to = min(end, position)
@@ -267,7 +285,7 @@ public final class RegistryClient: Sendable {
         let request = HTTPRequest(url: "\(baseURL)/blobs/\(digest)",
                                   headers: [("Range", "bytes=-\(length)"), ("Accept-Encoding", "identity")])
         let what = "blob \(digest) last \(length) bytes"
-        let response = try send(request, what: what, sink: { chunk in
+        let response = try send(request, what: what, overall: options.documentDeadline, sink: { chunk in
             received += Int64(chunk.count)
             body.append(contentsOf: chunk)
             if !partial && body.count >= 2 * keep { body.removeFirst(body.count - keep) }
@@ -330,10 +348,12 @@ public final class RegistryClient: Sendable {
     /// Sends `request` with authentication, redirects and retries. `range`, when given,
     /// supplies the bytes of the blob wanted at each attempt: from `first` to `last`, or to
     /// the end when `last` is nil (no `Range` at all for the whole blob). `restart` is called
-    /// before every attempt.
+    /// before every attempt. The whole of it ends within the shorter of `overall` and
+    /// ``RetryPolicy/deadline`` (see ``RetryPolicy`` for the bound).
     @discardableResult
     func send(_ request: HTTPRequest, what: String,
               range: (() -> (first: Int64, last: Int64?))? = nil,
+              overall: Duration? = nil,
               sink: (UnsafeRawBufferPointer) throws -> Void,
               restart: () -> Void,
               onHead: (Int, [(String, String)]) throws -> Void = { _, _ in },
@@ -341,14 +361,15 @@ public final class RegistryClient: Sendable {
               scope: String? = nil) throws -> HTTPResponse {
         let scope = scope ?? pullScope
         let start = ContinuousClock.now
-        let deadline = options.retry.deadline.map { start + $0 }
+        let limit = [options.retry.deadline, overall].compactMap { $0 }.min()
+        let deadline = limit.map { start + $0 }
         var attempt = 0
         var reauthorized = false
         var lastFailure: LazyPullError?
         while true {
             attempt += 1
             if let deadline, deadline - .now < RetryPolicy.minimumAttempt {
-                throw timedOut(what, after: attempt - 1, lastFailure: lastFailure)
+                throw timedOut(what, limit: limit, after: attempt - 1, lastFailure: lastFailure)
             }
             var retryAfter: String?
             do {
@@ -390,7 +411,7 @@ public final class RegistryClient: Sendable {
             }
             if let deadline {
                 let left = deadline - .now
-                guard left - wait >= RetryPolicy.minimumAttempt else { throw timedOut(what, after: attempt, lastFailure: failure) }
+                guard left - wait >= RetryPolicy.minimumAttempt else { throw timedOut(what, limit: limit, after: attempt, lastFailure: failure) }
                 wait = min(wait, left)
             }
             Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
@@ -405,7 +426,8 @@ public final class RegistryClient: Sendable {
         for _ in 0..<RegistryLimits.redirects {
             var sent = current
             if Self.authority(of: current.url) == origin,
-               let authorization = try authorizer.authorization(scope: scope, timeout: deadline.map { $0 - .now }) {
+               let authorization = try authorizer.authorization(scope: scope,
+                                                                timeout: deadline.map { $0 - .now } ?? options.documentDeadline) {
                 sent.headers.append(("Authorization", authorization))
             }
             if let deadline {
@@ -449,8 +471,8 @@ public final class RegistryClient: Sendable {
     }
 
     /// The error of a request that ran out of its ``RetryPolicy/deadline``.
-    private func timedOut(_ what: String, after attempts: Int, lastFailure: LazyPullError?) -> LazyPullError {
-        let limit = options.retry.deadline ?? .zero
+    private func timedOut(_ what: String, limit: Duration?, after attempts: Int, lastFailure: LazyPullError?) -> LazyPullError {
+        let limit = limit ?? .zero
         let cause = lastFailure.map { ": \($0.message)" } ?? ""
         return LazyPullError(.transport, "\(what) from \(reference.domain): no answer within the fetch deadline of \(limit) (\(attempts) attempts)\(cause)")
     }

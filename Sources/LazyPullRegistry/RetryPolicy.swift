@@ -11,9 +11,11 @@ import Foundation
 /// (refuse, accept and hang, drip a 206 at 2 bytes/s) the request fails with a timeout
 /// within that bound. Lazy reads use D = `--fetch-timeout` (``forFetchTimeout(_:)``).
 ///
-/// Without a deadline (eager pulls of layers of any size), each attempt is bounded by the
-/// rate floor of ``HTTPOptions`` (at least ``HTTPOptions/minimumRate`` bytes/s over
-/// ``HTTPOptions/stallTimeout``), and no retry starts after ``budget``.
+/// Without a deadline, fetches collected in memory (manifests, configs, TOC ranges, tails,
+/// tokens) still end within `RegistryOptions.documentDeadline` (10 minutes), and streamed
+/// layer downloads of any size (eager pulls) are bounded per attempt by the rate floor of
+/// ``HTTPOptions`` (at least ``HTTPOptions/minimumRate`` bytes/s over
+/// ``HTTPOptions/stallTimeout``), with no retry started after ``budget``: no fetch can hang.
 public struct RetryPolicy: Sendable {
     public var maxAttempts: Int
     public var baseDelay: Duration

@@ -85,18 +85,53 @@ struct RegistryHostileTests {
         withExtendedLifetime(proxy) {}
     }
 
-    @Test("a 206 whose Content-Range does not start where asked is refused")
-    func wrongContentRange() throws {
+    @Test("a fetch collected in memory (a TOC range) ends within the document deadline without a retry deadline")
+    func documentDeadline() throws {
+        let tmp = try TemporaryDirectory("docdeadline")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-small-image.sh", registry.host, "doc:v1", "1"])
+        let layer = try dataLayer(registry, "doc:v1")
+        let port = freePort()
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path,
+                                   ["--drip-rate", "2"])
+        var options = RegistryOptions()
+        options.documentDeadline = .seconds(3)
+        let client = RegistryClient(reference: try Reference(parsing: "127.0.0.1:\(port)/doc:v1"), options: options)
+        let started = ContinuousClock.now
+        #expect(throws: LazyPullError.self) { try client.fetchRange(layer.digest, offset: 0, length: 4096) }
+        #expect(ContinuousClock.now - started < .seconds(6))
+        withExtendedLifetime(proxy) {}
+    }
+
+    @Test("a 206 with an invalid Content-Range, or one not starting where asked, is refused without a trap",
+          arguments: ["bytes 0-0/-9223372036854775808", "bytes 5-104/999999999", "bytes 10-109/99999999999999999999",
+                      "bytes 10-9/100", "bytes */100", "garbage"])
+    func badContentRange(value: String) throws {
         let tmp = try TemporaryDirectory("badrange")
         let registry = try TestRegistry(in: tmp.path)
         try run(["make-small-image.sh", registry.host, "range:v1", "1"])
         let layer = try dataLayer(registry, "range:v1")
-        let client = RegistryClient(reference: try Reference(parsing: "\(registry.host)/range:v1"))
-        // The registry itself answers correctly: a sanity check of the strict parse.
-        let bytes = try client.fetchRange(layer.digest, offset: 10, length: 100)
-        #expect(bytes.count == 100)
-        let (tail, size) = try client.fetchTail(layer.digest, length: 50)
+        // The registry itself answers correctly.
+        let direct = RegistryClient(reference: try Reference(parsing: "\(registry.host)/range:v1"))
+        let ranged = try direct.fetchRange(layer.digest, offset: 10, length: 100)
+        #expect(ranged.count == 100)
+        let (tail, size) = try direct.fetchTail(layer.digest, length: 50)
         #expect(tail.count == 50 && size == layer.size)
+
+        let port = freePort()
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path,
+                                   ["--content-range", value])
+        let client = RegistryClient(reference: try Reference(parsing: "127.0.0.1:\(port)/range:v1"))
+        for fetch in [{ _ = try client.fetchRange(layer.digest, offset: 10, length: 100) },
+                      { _ = try client.fetchTail(layer.digest, length: 50) }] {
+            #expect {
+                try fetch()
+            } throws: { error in
+                guard let e = error as? LazyPullError else { return false }
+                return e.code == .registry && e.message.contains("Content-Range") && !e.message.contains("\n")
+            }
+        }
+        withExtendedLifetime(proxy) {}
     }
 }
 

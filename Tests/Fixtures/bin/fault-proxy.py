@@ -11,6 +11,7 @@ Usage:
                  [--drop-after-bytes N --drop-count K [--drop-rst]]
                  [--ignore-range] [--flip-byte [--flip-count K]]
                  [--redirect-to URL] [--drip-rate N] [--hang]
+                 [--content-range VALUE]
 
 Main listener: 127.0.0.1:PORT.  Every request (method, path, query, headers
 incl. Authorization, body; chunked request bodies are de-chunked) is forwarded
@@ -63,6 +64,9 @@ the bytes.
     Blob GETs answered 2xx get the upstream's status and headers at once,
     then the body at N bytes per second (one byte at a time), until the
     client gives up.
+--content-range VALUE
+    Blob GETs answered 206 carry "Content-Range: VALUE" instead of the
+    upstream's (e.g. "bytes 0-0/-9223372036854775808").
 --hang
     Blob GETs are read and never answered; the connection stays open until
     the client closes it.
@@ -74,7 +78,7 @@ Log: one JSON line per request appended to --log:
   {"time","listener":"main"|"redirect","method","path","query","range",
    "status","authorization_present","bytes_sent","fault"}
   fault is null or one of "fail-status","drop","flip","redirect",
-  "reject-auth","redirect-to","drip","hang".  bytes_sent counts body bytes written to the client.
+  "reject-auth","redirect-to","drip","hang","content-range".  bytes_sent counts body bytes written to the client.
 Readiness: prints "ready" on stdout and writes --ready-file (if given) once
 all listeners accept connections.  SIGTERM/SIGINT stop it cleanly.
 """
@@ -258,6 +262,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         for k, v in headers:
             if k.lower() == "location":
                 v = self.rewrite_location(v)
+            if (k.lower() == "content-range" and fault_ok and status == 206
+                    and self.state.args.content_range is not None):
+                v = self.state.args.content_range
+                self.entry["fault"] = self.entry["fault"] or "content-range"
             self.send_header(k, v)
         if length is not None:
             self.send_header("Content-Length", length)
@@ -470,6 +478,7 @@ def main():
     ap.add_argument("--redirect-to")
     ap.add_argument("--drip-rate", type=float)
     ap.add_argument("--hang", action="store_true")
+    ap.add_argument("--content-range")
     args = ap.parse_args()
     if not args.upstream.startswith("http://"):
         ap.error("--upstream must be an http:// URL")
