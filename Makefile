@@ -69,7 +69,7 @@ FUZZ_TARGETS ?= reference www-authenticate manifest content-range estargz zstd-c
 fuzz: deps
 	@for t in $(FUZZ_TARGETS); do \
 		LAZYPULL_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz --product fuzz-$$t \
-			-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >/dev/null || exit 1; \
+			-Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld >/dev/null || exit 1; \
 	done
 	@failed=0; for t in $(FUZZ_TARGETS); do \
 		mkdir -p .build-fuzz/corpus/$$t .build-fuzz/crashes/$$t; \

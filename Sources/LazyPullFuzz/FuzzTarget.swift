@@ -136,10 +136,33 @@ public struct FuzzTarget: Sendable {
     }
 }
 
-/// What every `Sources/Fuzz/<name>` executable's `LLVMFuzzerTestOneInput` calls: runs the
-/// target `name` on libFuzzer's input and returns 0 (libFuzzer's "keep going").
-public func libFuzzerInput(_ name: String, _ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+/// `argv` as libFuzzer's `LLVMFuzzerRunDriver(int *argc, char ***argv, callback)` takes it.
+public typealias FuzzArguments = UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>
+/// libFuzzer's per-input callback: `int (*)(const uint8_t *data, size_t size)`.
+public typealias FuzzCallback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+
+/// The target the running fuzz executable drives (one per process, set before libFuzzer starts).
+nonisolated(unsafe) private var current: FuzzTarget?
+
+/// What every `Sources/Fuzz/<name>/main.swift` runs: libFuzzer's driver (linked in by
+/// `-sanitize=fuzzer`, passed in as `driver` because only those executables link it) on the
+/// target `name`, with the process's arguments (libFuzzer's flags, corpus directories).
+public func runFuzzer(_ name: String,
+                      _ driver: (UnsafeMutablePointer<Int32>, FuzzArguments, FuzzCallback) -> Int32) -> Never {
     guard let target = FuzzTarget.named(name) else { fatalError("no fuzz target \(name)") }
-    target.run(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+    current = target
+    var argc = CommandLine.argc
+    var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+    exit(driver(&argc, &argv) { data, size in
+        current?.run(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+        return 0
+    })
+}
+
+/// libFuzzer's per-input entry point, for when its own `main` drives the process; the target
+/// is the one ``runFuzzer(_:_:)`` chose. In an ordinary build nothing calls it.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    current?.run(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
     return 0
 }

@@ -174,7 +174,8 @@ public enum ManifestDocument: Sendable {
             return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
         case .dataCorrupted(let c)?:
             if let underlying = c.underlyingError as? LazyPullError { return underlying.message }
-            return c.codingPath.isEmpty ? "not valid JSON" : "bad value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+            guard !c.codingPath.isEmpty else { return "not valid JSON" }
+            return "bad value at \(c.codingPath.map(\.stringValue).joined(separator: ".")): \(c.debugDescription)"
         default: return "\(error)"
         }
     }

@@ -1,5 +1,0 @@
-// libFuzzer's entry point for the "estargz" target (LazyPullFuzz.FuzzTarget); `make fuzz` builds it.
-import LazyPullFuzz
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 { libFuzzerInput("estargz", data, size) }
