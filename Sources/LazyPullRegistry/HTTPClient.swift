@@ -32,7 +32,7 @@ public struct HTTPRequest: Sendable {
 }
 
 /// Status and headers of a response; the body went to the caller's sink, or into
-/// ``errorBody`` (first 64 KiB) when the status is not 2xx.
+/// ``errorBody`` (first 64 KiB, the transfer ends there) when the status is not 2xx.
 public struct HTTPResponse: Sendable {
     public var status: Int
     /// Header names lowercased; repeated headers keep every value in order.
@@ -257,7 +257,7 @@ public final class HTTPClient: Sendable {
         }
         lp_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, nil)
         if let thrown = transfer.thrown { throw thrown }
-        guard code == CURLE_OK else {
+        guard code == CURLE_OK || (code == CURLE_WRITE_ERROR && transfer.errorBodyCut) else {
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             throw LazyPullError(.transport, "\(request.method) \(request.url): \(text)")
@@ -318,11 +318,19 @@ private final class Transfer {
         return true
     }
 
+    /// The body of a non-2xx answer ended once ``maxErrorBody`` bytes were kept.
+    var errorBodyCut = false
+
+    /// Bytes of a non-2xx body kept (for the registry's error message); the transfer ends
+    /// there, so an endless error or redirect body costs nothing more.
+    static let maxErrorBody = 64 << 10
+
     func body(_ chunk: UnsafeRawBufferPointer) -> Bool {
         if (200..<300).contains(status) {
             do { try sink(chunk) } catch { thrown = error; return false }
-        } else if errorBody.count < 64 * 1024 {
-            errorBody.append(contentsOf: chunk.prefix(64 * 1024 - errorBody.count))
+        } else {
+            errorBody.append(contentsOf: chunk.prefix(max(0, Self.maxErrorBody - errorBody.count)))
+            if errorBody.count >= Self.maxErrorBody { errorBodyCut = true; return false }
         }
         return true
     }
