@@ -41,12 +41,20 @@ extension LayerFileSystem {
         thread.start()
     }
 
+    /// Files one call of ``prefetchFiles(_:)`` starts fetching, at most: each is a thread,
+    /// and the paths come from an image's ELF headers.
+    static let maxPrefetchFiles = 64
+
     /// Fetches the files at `paths` that this layer holds and has not fetched yet, each on a
-    /// thread of its own; the ones that are ELF files report their own dependencies in turn.
+    /// thread of its own (at most ``maxPrefetchFiles``); the ones that are ELF files report
+    /// their own dependencies in turn.
     public func prefetchFiles(_ paths: [String]) {
+        var started = 0
         for path in paths {
+            guard started < Self.maxPrefetchFiles else { return }
             guard let inode = resolve(path), let n = try? node(inode), n.attributes.st_mode & S_IFMT == S_IFREG,
                   let head = n.chunks.first, !cache.isPresent(head.index) else { continue }
+            started += 1
             let thread = Thread { [self] in
                 let started = Date()
                 defer { if Self.traceReads { Self.trace("prefetch \(path) chunk at \(head.compressedStart)", since: started) } }

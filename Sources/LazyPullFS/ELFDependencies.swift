@@ -20,6 +20,12 @@ public struct ELFDependencies: Equatable, Sendable {
         "/usr/lib64", "/lib64", "/usr/lib", "/lib",
     ]
 
+    /// At most this many `DT_NEEDED` names and run path directories are read from one file
+    /// (a program needs a few dozen libraries at most): what one file makes the layer host
+    /// look up and prefetch stays bounded.
+    static let maxNeeded = 256
+    static let maxRunPaths = 32
+
     /// Candidate absolute paths, interpreter first.
     public var candidatePaths: [String] {
         var paths = interpreter.map { [$0] } ?? []
@@ -86,9 +92,10 @@ public struct ELFDependencies: Equatable, Sendable {
         var at = dynamic.offset
         while dynamicEnd - at >= 16, let tag = u64(at), let value = u64(at + 8), tag != 0 {
             switch tag {
-            case 1: neededOffsets.append(value)            // DT_NEEDED
-            case 5: stringTable = value                    // DT_STRTAB (an address)
-            case 15, 29: pathOffsets.append(value)         // DT_RPATH, DT_RUNPATH
+            case 1 where neededOffsets.count < maxNeeded: neededOffsets.append(value)    // DT_NEEDED
+            case 5: stringTable = value                                                 // DT_STRTAB (an address)
+            case 15 where pathOffsets.count < maxRunPaths, 29 where pathOffsets.count < maxRunPaths:
+                pathOffsets.append(value)                                               // DT_RPATH, DT_RUNPATH
             default: break
             }
             at += 16
@@ -100,6 +107,7 @@ public struct ELFDependencies: Equatable, Sendable {
         let runPaths = pathOffsets.compactMap { sum(table, $0).flatMap(string) }
             .flatMap { $0.split(separator: ":").map(String.init) }
             .filter { $0.hasPrefix("/") }   // $ORIGIN and relative entries are left to the loader
+            .prefix(maxRunPaths)
         return ELFDependencies(interpreter: interpreter, needed: needed, searchPaths: runPaths + systemPaths)
     }
 }

@@ -219,8 +219,9 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
 
     public func directoryEntries(_ inode: UInt64, from start: Int, limit: Int) throws -> [FUSEDirectoryEntry] {
         let children = try node(inode).children
-        guard start < children.count else { return [] }
-        return children[start..<min(children.count, start + limit)].map {
+        // The offset comes from the directory's file position: anything a process seeks to.
+        guard start >= 0, start < children.count, limit > 0 else { return [] }
+        return children[start..<(start + min(limit, children.count - start))].map {
             FUSEDirectoryEntry(name: $0.name, entry: FUSEEntry(inode: $0.inode, attributes: nodes[Int($0.inode - 1)].attributes))
         }
     }

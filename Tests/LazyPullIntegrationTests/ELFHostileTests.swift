@@ -9,7 +9,7 @@ struct ELFHostileTests {
     /// A 64-bit little-endian ELF file: program headers at `phoff` (written at 64 when it
     /// fits), each (type, offset, vaddr, size); a dynamic section of (tag, value) at 1024.
     static func elf(phoff: UInt64 = 64, headers: [(UInt32, UInt64, UInt64, UInt64)],
-                    dynamic: [(UInt64, UInt64)] = [], size: Int = 4096) -> [UInt8] {
+                    dynamic: [(UInt64, UInt64)] = [], size: Int = 4096, strings: Int = 2048) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: size)
         func put<T: FixedWidthInteger>(_ v: T, at: Int) {
             withUnsafeBytes(of: v.littleEndian) { for (i, byte) in $0.enumerated() { b[at + i] = byte } }
@@ -29,7 +29,7 @@ struct ELFHostileTests {
             put(d.0, at: 1024 + 16 * i)
             put(d.1, at: 1024 + 16 * i + 8)
         }
-        b[2048..<2058] = ArraySlice(Array("libc.so.6\0".utf8))
+        b[strings..<(strings + 10)] = ArraySlice(Array("libc.so.6\0".utf8))
         return b
     }
 
@@ -60,5 +60,15 @@ struct ELFHostileTests {
         let bytes = Self.elf(headers: [(1, 0, 0, 4096), (2, 1024, 0, 64)], dynamic: [(5, 2048), (1, Self.max - 3), (1, 0)])
         let parsed = try #require(bytes.withUnsafeBytes { ELFDependencies.parse($0) })
         #expect(parsed.needed == ["libc.so.6"])
+    }
+
+    @Test("at most 256 needed names are read from one file")
+    func neededBounded() throws {
+        let dynamic = [(UInt64(5), UInt64(0))] + Array(repeating: (UInt64(1), UInt64(8000)), count: 1000)
+        let bytes = Self.elf(headers: [(1, 0, 0, 32768), (2, 1024, 0, 16 * 1001)], dynamic: dynamic,
+                             size: 32768, strings: 8000)
+        let parsed = try #require(bytes.withUnsafeBytes { ELFDependencies.parse($0) })
+        #expect(parsed.needed.count == 256)
+        #expect(Set(parsed.needed) == ["libc.so.6"])
     }
 }

@@ -167,6 +167,10 @@ struct HostileLayerFileSystemTests {
         let fs = try Self.fileSystem(LayerTOC(version: 1, entries: entries), dataEnd: 0, blob: Blob([]), cache: tmp.path)
         #expect(try fs.directoryEntries(1, from: 0, limit: 100).map(\.name) == ["dup"])
         #expect(try fs.lookup(parent: 1, name: "dup").attributes.st_uid == 39_999)
+        // A directory position is whatever a process seeks to.
+        #expect(try fs.directoryEntries(1, from: -1, limit: 100).isEmpty)
+        #expect(try fs.directoryEntries(1, from: Int.max, limit: Int.max).isEmpty)
+        #expect(try fs.directoryEntries(1, from: 0, limit: Int.max).count == 1)
     }
 
     /// A layer of the path `a/a/…/a` (`depth` directories) holding `files`, with `whiteouts`.
