@@ -30,15 +30,23 @@ public final class ControlPlane: Sendable {
     }
 
     /// Serves the control socket until the process ends. One control plane serves a root at
-    /// a time: one started while another holds the root's lock exits at once (status 0; the
-    /// client that started it talks to the other, or starts one again once that one ended).
-    /// `beforeServing` runs once this process owns the root and has restored its mounts,
-    /// before the control socket answers.
+    /// a time, the one holding the root's lock. One started on demand (`--exit-when-idle`)
+    /// while another holds it exits at once (status 0; the client that started it talks to
+    /// the other, or starts one again once that one ended). The service (containerd's
+    /// snapshotter, started by systemd) waits for the lock instead: an on-demand control
+    /// plane ends once idle. `beforeServing` runs once this process owns the root and has
+    /// restored its mounts, before the control socket answers.
     public func run(beforeServing: () throws -> Void = {}) throws -> Never {
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
-        guard let lock = try FileLock.attempt(path: paths.controlLock, mode: .exclusive) else {
+        let lock: FileLock
+        if let taken = try FileLock.attempt(path: paths.controlLock, mode: .exclusive) {
+            lock = taken
+        } else if exitWhenIdle {
             log("control plane \(getpid()): another control plane serves \(paths.root), exiting")
             exit(0)
+        } else {
+            log("control plane \(getpid()): waiting until the control plane serving \(paths.root) ends")
+            lock = try FileLock(path: paths.controlLock, mode: .exclusive)
         }
         try restore()
         try beforeServing()
