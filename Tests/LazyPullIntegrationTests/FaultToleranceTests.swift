@@ -94,6 +94,16 @@ struct FaultToleranceTests {
         for dir in [a, b, c] { try lazypull(["umount", dir], root: root) }
         #expect(waitUntilNoProcess(root: root), "lazypull processes still running after the last umount")
         #expect(fuseMountPoints(under: root) == [], "FUSE mounts left: \(fuseMountPoints(under: root))")
+
+        // Killed with nothing mounted after it: the umount alone takes the dead mounts away.
+        try lazypull(["mount", "--read-only", images.reference("small"), a], root: root)
+        let second = processes(root: root, command: "fuse-host")
+        try #require(second.count == 1)
+        kill(second[0], SIGKILL)
+        for _ in 0..<400 where kill(second[0], 0) == 0 { Thread.sleep(forTimeInterval: 0.025) }
+        try lazypull(["umount", a], root: root)
+        #expect(waitUntilNoProcess(root: root))
+        #expect(fuseMountPoints(under: root) == [], "FUSE mounts left: \(fuseMountPoints(under: root))")
     }
 }
 
