@@ -43,9 +43,13 @@ public enum TarLimits {
     /// Global PAX (`g`) data over a whole archive, in bytes: 1 MiB. Writers emit one small
     /// global header (`git archive`: a `comment`); forty of 16 MiB must not cost 700 MiB.
     public static let maxGlobalExtensionSize: Int64 = 1 << 20
-    /// PAX records in the extension headers of one entry, and in all global headers of an
-    /// archive together: 1024 (an entry has a handful plus one per xattr).
+    /// PAX records in the extension headers of one entry: 1024 (an entry has a handful plus
+    /// one per xattr).
     public static let maxPAXRecords = 1024
+    /// Distinct PAX keywords in all global headers of an archive together: 64. Writers put
+    /// one or two there (`git archive`: `comment`); each applies to every later entry, so
+    /// the bound also keeps the per-entry cost of applying them small.
+    public static let maxGlobalPAXRecords = 64
     /// An extended attribute's name, in bytes: 255 (Linux `XATTR_NAME_MAX`).
     public static let maxXattrNameLength = 255
     /// An extended attribute's value, in bytes: 64 KiB (Linux `XATTR_SIZE_MAX`).
@@ -123,8 +127,11 @@ public final class TarReader {
                                         + "\(TarLimits.maxGlobalExtensionSize) bytes in all")
                 }
                 globalPAXBytes += size
-                let records = try parsePAX(try readWhole(size), limit: TarLimits.maxPAXRecords - globalPAX.count, global: true)
+                let records = try parsePAX(try readWhole(size), limit: TarLimits.maxPAXRecords, global: true)
                 globalPAX.merge(records, uniquingKeysWith: { $1 })
+                guard globalPAX.count <= TarLimits.maxGlobalPAXRecords else {
+                    throw LazyPullError(.invalidLayer, "tar global PAX headers with more than \(TarLimits.maxGlobalPAXRecords) keywords")
+                }
                 continue
             default:
                 break

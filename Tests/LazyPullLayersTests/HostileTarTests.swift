@@ -249,6 +249,13 @@ struct HostileTarTests {
             }
             $0.add(name: "f", content: [1])
         }))
+        cases.append(("too many global PAX keywords", .invalidLayer, archive {
+            for i in 0..<2 {
+                $0.add(name: "pax_global_header", type: UInt8(ascii: "g"),
+                       content: paxData((0..<(TarLimits.maxGlobalPAXRecords / 2 + 1)).map { ("k\(i).\($0)", Array("c".utf8)) }))
+            }
+            $0.add(name: "f", content: [1])
+        }))
         cases.append(("PAX uid beyond uid_t", .invalidLayer, archive {
             $0.addPAX([("uid", Array("4294967296".utf8))])
             $0.add(name: "f", content: [1])
