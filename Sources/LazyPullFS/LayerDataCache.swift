@@ -30,6 +30,13 @@ final class LayerDataCache: @unchecked Sendable {
     private let condition = NSCondition()
     private var states: [ChunkState]
     private var inFlight: Set<Int> = []
+    /// Fetch failures of the last moment, by chunk. A read that comes right after one (the
+    /// kernel retrying a failed read, a reader that waited for the fetch that failed) fails at
+    /// once with the same error instead of starting a fetch of its own, so a read takes at most
+    /// one fetch deadline (docs/security.md, rule 7). Older failures are forgotten: the next
+    /// read tries again, and the mount recovers when the registry does.
+    private var recentFailures: [Int: (at: Date, error: LazyPullError)] = [:]
+    static let failureMemory: TimeInterval = 1
 
     init(directory: String, layer: Digest, toc: Digest, chunkCount: Int, dataSize: Int64) throws {
         let base = "\(directory)/\(layer.algorithm)"
@@ -96,11 +103,37 @@ final class LayerDataCache: @unchecked Sendable {
         }
         let state = states[chunk.index]
         if state == .verified { condition.unlock(); return }
+        if let failure = recentFailure(chunk.index) { condition.unlock(); throw failure }
         inFlight.insert(chunk.index)
         condition.unlock()
         defer { release([chunk.index]) }
         if state == .unverified, (try? verifyStored(chunk)) == true { return }
-        try store(try fetch(), for: chunk)
+        do {
+            try store(try fetch(), for: chunk)
+        } catch {
+            recordFailure([chunk.index], error)
+            throw error
+        }
+    }
+
+    /// The failure of a fetch of chunk `index` in the last ``failureMemory`` seconds; the
+    /// caller holds the lock.
+    private func recentFailure(_ index: Int) -> LazyPullError? {
+        guard let failure = recentFailures[index] else { return nil }
+        guard Date().timeIntervalSince(failure.at) < Self.failureMemory else {
+            recentFailures[index] = nil
+            return nil
+        }
+        return failure.error
+    }
+
+    /// Remembers, for a moment, that fetching `indices` failed with `error`.
+    func recordFailure(_ indices: some Sequence<Int>, _ error: any Error) {
+        let failure = error as? LazyPullError ?? LazyPullError(.io, "\(error)")
+        let now = Date()
+        condition.lock()
+        for index in indices where states[index] != .verified { recentFailures[index] = (now, failure) }
+        condition.unlock()
     }
 
     /// Copies `buffer.count` bytes at `position` of the data file (a file's bytes are contiguous).
@@ -136,7 +169,7 @@ final class LayerDataCache: @unchecked Sendable {
     func claim(_ index: Int) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard !inFlight.contains(index), states[index] != .verified else { return false }
+        guard !inFlight.contains(index), states[index] != .verified, recentFailure(index) == nil else { return false }
         inFlight.insert(index)
         return true
     }

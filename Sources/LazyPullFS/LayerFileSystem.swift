@@ -486,7 +486,7 @@ extension LayerFileSystem {
     /// Every claim of the run is ended, whatever happens; chunks not stored are left for
     /// their readers to fetch.
     func fetchClaimed(_ run: [Chunk]) throws {
-        guard let first = run.first, let last = run.last else { return }
+        guard !run.isEmpty else { return }
         var next = 0                 // the first chunk of the run not stored yet
         var received: Int64 = 0
         defer {
@@ -497,6 +497,21 @@ extension LayerFileSystem {
         let capacity = Int(run.map { $0.compressedEnd - $0.compressedStart }.max() ?? 0)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
+        do {
+            try fetchRun(run, capacity: capacity, buffer: buffer, next: &next, received: &received)
+        } catch {
+            // Readers of the chunks not stored fail at once with this, not after a fetch of
+            // their own (``LayerDataCache/recordFailure(_:_:)``).
+            cache.recordFailure(run[next...].map(\.index), error)
+            throw error
+        }
+    }
+
+    /// The streaming part of ``fetchClaimed(_:)``: one Range request for `run`, each chunk
+    /// stored as soon as its bytes are in; `next` is the first chunk not stored yet.
+    private func fetchRun(_ run: [Chunk], capacity: Int, buffer: UnsafeMutableRawBufferPointer,
+                          next: inout Int, received: inout Int64) throws {
+        guard let first = run.first, let last = run.last else { return }
         var filled = 0
         try fetch(first.compressedStart, last.compressedEnd - first.compressedStart) { bytes in
             received += Int64(bytes.count)

@@ -142,7 +142,8 @@ public final class ImagePuller: Sendable {
     func unpackLayer(_ layer: LayerJob, reference: Reference, registry: RegistryClient, options: PullOptions,
                      lazy: LazyLayerOptions?, tocAhead: Pending<LazyLayers.VerifiedTOC>? = nil,
                      progress: PullProgress, slot: Int) throws -> String? {
-        if try state.metadata.snapshot(layer.chainID.description) != nil {
+        if let existing = try state.metadata.snapshot(layer.chainID.description) {
+            try LazyLayers(state: state).checkBinding(of: existing, to: layer.descriptor, chainID: layer.chainID)
             progress.set(slot, state: "exists", done: layer.descriptor.size)
             return nil
         }

@@ -91,6 +91,22 @@ public struct LazyLayers: Sendable {
         return try? JSONDecoder().decode(LazyLayerSpec.self, from: data)
     }
 
+    /// Whether `snapshot`, found under `chainID`, may serve `layer`. An unpacked snapshot was
+    /// checked against its diff_id, so any image naming that diff_id may share it. A lazy one
+    /// was not (its diff_id is only the image's word), and holds what its own blob and TOC
+    /// said: it serves only a layer with the same blob digest and TOC annotation. Otherwise an
+    /// image that claims another image's diff_ids would have its TOC serve that image's
+    /// mounts, or read that image's layer as its own.
+    public func checkBinding(of snapshot: SnapshotRecord, to layer: Descriptor, chainID: Digest) throws {
+        guard let spec = spec(of: snapshot) else { return }
+        let held = (spec.descriptor.digest, LayerTOCReader.tocAnnotation(of: spec.descriptor))
+        let wanted = (layer.digest, LayerTOCReader.tocAnnotation(of: layer))
+        guard held.0 == wanted.0, held.1 == wanted.1 else {
+            throw LazyPullError(.hostileLayer,
+                                "layer snapshot \(chainID) is a lazy read of blob \(held.0) with TOC \(held.1 ?? "none"), not of blob \(wanted.0) with TOC \(wanted.1 ?? "none"): two images claim the same diff_ids for different layers; remove the other image first")
+        }
+    }
+
     func write(_ spec: LazyLayerSpec, for snapshot: SnapshotRecord) throws {
         let directory = state.snapshots.directory(of: snapshot)
         try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: "\(directory)/\(Self.specFile)"), options: .atomic)

@@ -12,9 +12,7 @@ public struct MountTable: Sendable {
 
     public static func canonicalTarget(_ directory: String, create: Bool) throws -> String {
         if create {
-            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
-                throw LazyPullError(.io, "cannot create mount directory \(directory): \(error.localizedDescription)")
-            }
+            try createDirectories(directory, what: "mount directory")
         }
         guard let resolved = realpath(directory, nil) else {
             throw LazyPullError.io("cannot resolve", path: directory, errno: errno)

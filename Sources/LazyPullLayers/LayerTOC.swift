@@ -58,6 +58,20 @@ public enum LayerTOCReader {
     static let tocTarName = "stargz.index.json"
     static let maxTOCSize: Int64 = 64 << 20
 
+    /// What a lazy reader of `layer` trusts besides its blob digest: the annotation that pins
+    /// its TOC (eStargz's TOC digest, zstd:chunked's manifest checksum), nil for a layer read
+    /// eagerly. A lazily read layer is the pair (blob digest, this): a registry that serves
+    /// other bytes under the same blob digest brings another TOC, so whatever was built or
+    /// cached for one pair must never serve the other (docs/security.md, rule 4).
+    public static func tocAnnotation(of layer: Descriptor) -> String? {
+        let annotations = layer.annotations ?? [:]
+        switch format(of: layer) {
+        case .estargz?: return annotations[tocDigestAnnotation]
+        case .zstdChunked?: return zstdChecksumAnnotations.lazy.compactMap { annotations[$0] }.first
+        case nil: return nil
+        }
+    }
+
     /// The lazy format a layer descriptor announces, or nil when it must be pulled eagerly.
     public static func format(of layer: Descriptor) -> LazyLayerFormat? {
         let annotations = layer.annotations ?? [:]

@@ -44,7 +44,14 @@ struct TOCJSONParser {
             case "entries":
                 guard try !parser.null() else { entries = nil; return }
                 var list: [TOCEntry] = []
-                try parser.array { parser in list.append(try parser.entry()) }
+                try parser.array { parser in
+                    // Bounded while parsing: a TOC of millions of tiny entries costs memory
+                    // long before the validator would count them.
+                    guard list.count < TOCValidator.maxEntries else {
+                        throw parser.failure("more than \(TOCValidator.maxEntries) entries")
+                    }
+                    list.append(try parser.entry())
+                }
                 entries = list
             default: try parser.skipValue(depth: 1)
             }

@@ -271,7 +271,11 @@ public final class LayerHost: Sendable {
         }
     }
 
-    static func warmKey(_ spec: LazyLayerSpec) -> String { "\(spec.descriptor.digest) \(spec.cacheDirectory)" }
+    /// A built file system is shared only by specs of the same blob *and* TOC (and cache):
+    /// another image naming the same blob digest with a TOC of its own gets its own.
+    static func warmKey(_ spec: LazyLayerSpec) -> String {
+        "\(spec.descriptor.digest) \(LayerTOCReader.tocAnnotation(of: spec.descriptor) ?? "-") \(spec.cacheDirectory)"
+    }
 
     /// Builds the layers of `specs` ahead of their attach, in parallel, and starts fetching
     /// their startup files (``LazyLayerSpec/prefetchPaths``) into the layer cache: containerd
@@ -338,11 +342,8 @@ public final class LayerHost: Sendable {
         var options = RegistryOptions()
         options.plainHTTP = spec.plainHTTP
         options.http.insecureSkipVerify = spec.insecure
-        let timeout = max(spec.fetchTimeoutSeconds, 3)
-        options.retry = RetryPolicy(maxAttempts: 100, baseDelay: .milliseconds(200), maxDelay: .seconds(2),
-                                    budget: .seconds(timeout * 2 / 3))
-        options.http.stallTimeout = .seconds(max(1, timeout / 3))
-        options.http.connectTimeout = .seconds(max(1, timeout / 3))
+        // A read's fetch ends within its timeout (+10 %), whatever the registry does.
+        options.limitFetches(to: .seconds(max(spec.fetchTimeoutSeconds, 1)))
         let client = RegistryClient(reference: try Reference(parsing: spec.reference), options: options)
         clients.withLock { $0[key] = client }
         return client

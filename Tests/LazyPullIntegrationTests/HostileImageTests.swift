@@ -100,3 +100,100 @@ struct HostileImageTests {
         }
     }
 }
+
+/// One image must not poison another's lazily read layer nor read it (docs/security.md,
+/// rule 4): `evil:v1`, served by a registry that lies (Tests/Fixtures/bin/lying-registry.py),
+/// names the victim's blob digest and diff_id with bytes and a TOC of its own.
+@Suite("Cross-image cache", .serialized)
+struct CrossImageCacheTests {
+    final class Fixture {
+        let tmp: TemporaryDirectory
+        let registry: TestRegistry
+        let liar: BackgroundProcess
+        let liarHost: String
+        let victimLayer: String
+
+        init(_ label: String) throws {
+            tmp = try TemporaryDirectory(label)
+            registry = try TestRegistry(in: tmp.path)
+            let made = try run(["make-hostile-lazy-images.py", "--poison", registry.host, tmp.path + "/lies"]).stdout
+            victimLayer = made.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            let port = freePort()
+            liarHost = "127.0.0.1:\(port)"
+            let ready = tmp.path + "/liar-ready"
+            liar = try BackgroundProcess(["lying-registry.py", "--listen", String(port), "--root", tmp.path + "/lies",
+                                          "--ready-file", ready], readyFile: ready, log: tmp.path + "/liar.log")
+        }
+    }
+
+    func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+
+    @Test("an attacker mounted first cannot make the victim read its bytes")
+    func poisonFirst() throws {
+        let f = try Fixture("poison")
+        let root = f.tmp.path + "/root"
+        let evil = f.tmp.path + "/evil", victim = f.tmp.path + "/victim"
+        try lazypull(["mount", "--no-background-fetch", "--quiet", "\(f.liarHost)/evil:v1", evil], root: root)
+        defer { _ = try? lazypull(["umount", evil], root: root, check: false) }
+        #expect(read(evil + "/bin/app") == "evil app\n")
+        // The victim's image names the same blob and diff_id: its mount either fails, naming the
+        // clash, or reads the victim's own bytes; never the attacker's.
+        let result = try lazypull(["mount", "--no-background-fetch", "--quiet", "\(f.registry.host)/victim:v1", victim],
+                                  root: root, check: false)
+        if result.succeeded {
+            defer { _ = try? lazypull(["umount", victim], root: root, check: false) }
+            #expect(read(victim + "/bin/app") == "victim app\n")
+            #expect(read(victim + "/secret") == "victim secret\n")
+        } else {
+            #expect(result.stderr.contains("claim the same diff_ids"), "\(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1)
+        }
+    }
+
+    @Test("an attacker mounted after the victim cannot read the victim's cached layer")
+    func readAfter() throws {
+        let f = try Fixture("poison-read")
+        let root = f.tmp.path + "/root"
+        let evil = f.tmp.path + "/evil", victim = f.tmp.path + "/victim"
+        try lazypull(["mount", "--no-background-fetch", "--quiet", "\(f.registry.host)/victim:v1", victim], root: root)
+        defer { _ = try? lazypull(["umount", victim], root: root, check: false) }
+        #expect(read(victim + "/secret") == "victim secret\n")
+        let result = try lazypull(["mount", "--no-background-fetch", "--quiet", "\(f.liarHost)/evil:v1", evil],
+                                  root: root, check: false)
+        if result.succeeded {
+            defer { _ = try? lazypull(["umount", evil], root: root, check: false) }
+            #expect(read(evil + "/secret") != "victim secret\n")
+            #expect(read(evil + "/bin/app") != "victim app\n")
+        } else {
+            #expect(result.stderr.contains("claim the same diff_ids"), "\(result.stderr)")
+        }
+        // The victim's mount is untouched.
+        #expect(read(victim + "/bin/app") == "victim app\n")
+    }
+
+    @Test("two images that really share a layer share its fetched chunks")
+    func realSharing() throws {
+        let f = try Fixture("sharing")
+        let root = f.tmp.path + "/root"
+        let log = f.tmp.path + "/proxy.log"
+        let port = freePort()
+        let proxy = try faultProxy(port: port, upstream: f.registry.host, log: log, in: f.tmp.path)
+        defer { proxy.stop() }
+        let first = f.tmp.path + "/v1", second = f.tmp.path + "/v2"
+        try lazypull(["mount", "--no-background-fetch", "--quiet", "127.0.0.1:\(port)/victim:v1", first], root: root)
+        #expect(read(first + "/bin/app") == "victim app\n")
+        // Unmounted: the layer host lets the layer go; its fetched chunks stay in the cache.
+        try lazypull(["umount", first], root: root)
+        let before = logLines(log).count
+        try lazypull(["mount", "--no-background-fetch", "--quiet", "127.0.0.1:\(port)/victim:v2", second], root: root)
+        defer { _ = try? lazypull(["umount", second], root: root, check: false) }
+        let layerRequests = { logLines(log).dropFirst(before).filter { (($0["path"] as? String) ?? "").hasSuffix(f.victimLayer) } }
+        let atMount = layerRequests().count
+        #expect(read(second + "/bin/app") == "victim app\n")
+        #expect(layerRequests().count == atMount, "reading a shared, cached file fetched the layer again")
+        #expect(read(second + "/top.txt") == "second layer of v2\n")
+        let caches = try FileManager.default.contentsOfDirectory(atPath: root + "/cache/sha256")
+            .filter { $0.hasPrefix(String(f.victimLayer.dropFirst(7))) && $0.hasSuffix(".data") }
+        #expect(caches.count == 1, "\(caches)")
+    }
+}

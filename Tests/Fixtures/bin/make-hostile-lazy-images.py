@@ -33,6 +33,14 @@ Tags (the hostile part):
   layer-sizes-past-max two layers whose sizes add up past 2^63 - 1
 
 Prints one line per tag pushed: "<tag> <manifest digest>". Needs skopeo.
+
+  make-hostile-lazy-images.py --poison REGISTRY LYING_DIR
+
+pushes REGISTRY/victim:v1 and victim:v2 (the same eStargz layer: /bin/app "victim app", /secret
+0600 "victim secret"; v2 adds a layer) and writes to LYING_DIR (for lying-registry.py) the image
+evil:v1, whose manifest names the victim's blob digest and whose config claims the victim's
+diff_id, while the bytes served under that digest are the attacker's own eStargz (/bin/app
+"evil app", /secret "evil secret") with a TOC of its own and its own TOC digest annotation.
 """
 import gzip, hashlib, io, json, os, shutil, struct, subprocess, sys, tarfile, tempfile
 
@@ -256,7 +264,57 @@ TAGS = ["uid-minus-one", "mode-minus-one", "dev-major-2-32", "size-near-max", "s
         "many-entries", "huge-file", "elf-phoff", "footer-negative", "zstd-position-max", "layer-sizes-past-max"]
 
 
+def poison(registry, lying_dir):
+    victim = EStargz()
+    victim.dir("bin/")
+    victim.file("bin/app", b"victim app\n", mode=0o755)
+    victim.file("secret", b"victim secret\n", mode=0o600)
+    v_blob, v_toc, v_diff = victim.blob()
+    top = EStargz()
+    top.file("top.txt", b"second layer of v2\n")
+    t_blob, t_toc, t_diff = top.blob()
+    media = "application/vnd.oci.image.layer.v1.tar+gzip"
+    v_layer = (v_blob, v_diff, media, {"containerd.io/snapshot/stargz/toc.digest": v_toc}, None)
+    t_layer = (t_blob, t_diff, media, {"containerd.io/snapshot/stargz/toc.digest": t_toc}, None)
+    work = tempfile.mkdtemp(prefix="lazypull-poison.")
+    try:
+        layout = os.path.join(work, "oci")
+        os.makedirs(os.path.join(layout, "blobs", "sha256"))
+        json.dump({"imageLayoutVersion": "1.0.0"}, open(os.path.join(layout, "oci-layout"), "w"))
+        json.dump({"schemaVersion": 2, "manifests": []}, open(os.path.join(layout, "index.json"), "w"))
+        for tag, layers in (("v1", [v_layer]), ("v2", [v_layer, t_layer])):
+            write_layout(layout, tag, layers, {})
+            subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+                            "oci:%s:%s" % (layout, tag), "docker://%s/victim:%s" % (registry, tag)],
+                           check=True, stdout=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(work)
+    # The attacker: its own bytes and TOC, filed under the victim's blob digest and diff_id.
+    evil = EStargz()
+    evil.dir("bin/")
+    evil.file("bin/app", b"evil app\n", mode=0o755)
+    evil.file("secret", b"evil secret\n", mode=0o644)
+    e_blob, e_toc, _ = evil.blob()
+    os.makedirs(os.path.join(lying_dir, "blobs"), exist_ok=True)
+    os.makedirs(os.path.join(lying_dir, "manifests", "evil"), exist_ok=True)
+    def put(name, data):
+        open(os.path.join(lying_dir, "blobs", name), "wb").write(data)
+    put(sha256(v_blob), e_blob)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [v_diff]},
+                         "config": {"Cmd": ["/bin/app"]}}).encode()
+    put(sha256(config), config)
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config),
+                           "size": len(config)},
+                "layers": [{"mediaType": media, "digest": sha256(v_blob), "size": len(e_blob),
+                            "annotations": {"containerd.io/snapshot/stargz/toc.digest": e_toc}}]}
+    open(os.path.join(lying_dir, "manifests", "evil", "v1"), "wb").write(json.dumps(manifest).encode())
+    print("victim-layer", sha256(v_blob))
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--poison":
+        return poison(sys.argv[2], sys.argv[3])
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     registry, repo, tags = sys.argv[1], sys.argv[2], sys.argv[3:] or TAGS
