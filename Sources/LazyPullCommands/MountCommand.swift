@@ -74,7 +74,7 @@ struct MountCommand: ParsableCommand {
         request.backgroundFetch = !noBackgroundFetch
         // The control plane does the rest (and checks that DIR is not mounted already).
         let reply = try global.controlClient().call(ControlRequest(.mount, mount: request), start: true) { notice in
-            FileHandle.standardError.write(Data("lazypull: notice: \(notice)\n".utf8))
+            writeStandardError("lazypull: notice: \(notice)\n")
         }
         if !quiet { print("mounted \(reply?.image ?? ref.description) at \(target)\(eager ? "" : " (lazy)")") }
     }

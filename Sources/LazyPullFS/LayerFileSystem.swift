@@ -73,7 +73,7 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
     static func trace(_ what: String, since started: Date) {
         let at = String(format: "%.3f", started.timeIntervalSince1970.truncatingRemainder(dividingBy: 1000))
         let took = Int(Date().timeIntervalSince(started) * 1000)
-        FileHandle.standardError.write(Data("lazypull trace: \(at) \(what) took \(took) ms\n".utf8))
+        writeStandardError("lazypull trace: \(at) \(what) took \(took) ms\n")
     }
     /// Compressed bytes of file data in the blob (the TOC excluded).
     public let dataSize: Int64
@@ -196,8 +196,8 @@ public final class LayerFileSystem: FUSEFileSystem, @unchecked Sendable {
         let needed = n.chunks[from..<to]
         if !cache.areVerified(needed) {
             // The background fetch yields while on-demand reads wait.
-            reads.begin()
-            defer { reads.end() }
+            let waiting = reads.begin()
+            defer { reads.end(waiting) }
             let started = Date()
             if let head = needed.first, !cache.isPresent(head.index) {
                 try fetchAhead(inode, chunks: n.chunks, from: from, through: to - 1)
@@ -316,23 +316,43 @@ public struct LayerProgress: Sendable, Codable {
 }
 
 /// On-demand reads in progress and the time of the last one, across every layer that shares
-/// one link to the registry: a background fetch waits until none is waiting and there has been
-/// none for a moment, whichever layer they read.
+/// one link to the registry: a background fetch waits until no read is waiting and there has
+/// been none for a moment, whichever layer they read.
+///
+/// A read that has waited longer than ``stuckAfter`` no longer holds anyone back: a registry
+/// that hangs or drips for one image stops only that read (it ends by its own deadline), not
+/// every other image's background fetch (docs/security.md, rule 7).
 public final class ReadActivity: Sendable {
     private struct State {
-        var waiting = 0
+        var waiting: [Int: Date] = [:]
+        var nextID = 0
         var last = Date.distantPast
     }
     private let state = Mutex(State())
+    /// How long a waiting read pauses background fetches; reads on a working link take far less.
+    static let stuckAfter: TimeInterval = 2
 
     public init() {}
 
-    func begin() { state.withLock { $0.waiting += 1 } }
-    func end() { state.withLock { $0.waiting -= 1; $0.last = Date() } }
+    /// A read starts waiting for the registry; pass the result to ``end(_:)``.
+    func begin() -> Int {
+        state.withLock {
+            $0.nextID &+= 1
+            $0.waiting[$0.nextID] = Date()
+            return $0.nextID
+        }
+    }
+    func end(_ id: Int) { state.withLock { $0.waiting[id] = nil; $0.last = Date() } }
     func touch() { state.withLock { $0.last = Date() } }
-    var waiting: Bool { state.withLock { $0.waiting > 0 } }
+    /// Whether a read that is not stuck is waiting.
+    var waiting: Bool { state.withLock { Self.anyRecent($0.waiting) } }
     var last: Date { state.withLock { $0.last } }
-    func busy(since: Date) -> Bool { state.withLock { $0.waiting > 0 || $0.last > since } }
+    func busy(since: Date) -> Bool { state.withLock { Self.anyRecent($0.waiting) || $0.last > since } }
+
+    private static func anyRecent(_ waiting: [Int: Date]) -> Bool {
+        let now = Date()
+        return waiting.values.contains { now.timeIntervalSince($0) < stuckAfter }
+    }
 }
 
 /// Where a layer's background fetch stands.
@@ -394,7 +414,7 @@ extension LayerFileSystem {
         } catch is CacheFull {
             activity.withLock { $0.background = .cacheFull }
         } catch {
-            FileHandle.standardError.write(Data("lazypull: background fetch stopped: \(error)\n".utf8))
+            writeStandardError("lazypull: background fetch stopped: \(error)\n")
             activity.withLock { $0.background = .failed }
         }
     }

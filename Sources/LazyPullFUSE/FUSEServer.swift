@@ -146,7 +146,7 @@ public final class FUSEServer: @unchecked Sendable {
     /// (registry, verification): it is logged and becomes EIO.
     static func code(of error: Error) -> Int32 {
         if let e = error as? FUSEError { return e.errno }
-        FileHandle.standardError.write(Data("lazypull: layer read failed: \(error)\n".utf8))
+        writeStandardError("lazypull: layer read failed: \(error)\n")
         return EIO
     }
 

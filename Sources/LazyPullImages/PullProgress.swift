@@ -1,4 +1,5 @@
 import Foundation
+import LazyPullOCI
 import Synchronization
 
 /// Per-layer progress of a pull. On a terminal it redraws one bar per layer on stderr
@@ -77,7 +78,7 @@ public final class PullProgress: Sendable {
             }
             s.drawnLines = s.layers.count
         }
-        FileHandle.standardError.write(Data(text.utf8))
+        writeStandardError(text)
     }
 }
 

@@ -38,7 +38,19 @@ public struct LazyPullError: Error, Equatable, Sendable, CustomStringConvertible
 extension LazyPullError {
     /// An I/O failure of a system call, with the path it was about and `errno`'s text.
     public static func io(_ what: String, path: String, errno code: Int32) -> LazyPullError {
-        LazyPullError(.io, "\(what) \(path): \(String(cString: strerror(code)))")
+        LazyPullError(.io, "\(what) \(path): \(errnoText(code))")
+    }
+
+    /// `errno`'s text and, for the ones an operator meets, its name: "No space left on device
+    /// (ENOSPC)", so a log search for the name finds it.
+    public static func errnoText(_ code: Int32) -> String {
+        let names: [Int32: String] = [
+            ENOSPC: "ENOSPC", EDQUOT: "EDQUOT", EROFS: "EROFS", EACCES: "EACCES", EPERM: "EPERM", ENOENT: "ENOENT",
+            ENOTDIR: "ENOTDIR", EISDIR: "EISDIR", EEXIST: "EEXIST", EIO: "EIO", ENOTCONN: "ENOTCONN", EBUSY: "EBUSY",
+            ELOOP: "ELOOP", ENAMETOOLONG: "ENAMETOOLONG", EMFILE: "EMFILE", ENFILE: "ENFILE", ENOMEM: "ENOMEM",
+        ]
+        let text = String(cString: strerror(code))
+        return names[code].map { "\(text) (\($0))" } ?? text
     }
 }
 

@@ -228,11 +228,7 @@ struct DiskFullTests {
 }
 
 extension DiskFullTests {
-    // Disabled until every log line of the layer host goes through `writeStandardError`:
-    // FUSEServer's "layer read failed" and LayerFileSystem's lines still use
-    // `FileHandle.standardError.write`, which traps on the full disk (the host then dies).
-    @Test("the disk fills during a lazy background fetch: the layer host lives, another mount keeps reading, reads needing new data fail with EIO, the log names ENOSPC",
-          .disabled("FUSEServer.swift and LayerFileSystem.swift still log with FileHandle.standardError.write, which traps on ENOSPC"))
+    @Test("the disk fills during a lazy background fetch: the layer host lives, another mount keeps reading, reads needing new data fail with EIO, the log names ENOSPC")
     func lazyBackgroundFetch() throws {
         let tmp = try TemporaryDirectory("diskfull-lazy")
         let registry = try TestRegistry(in: tmp.path)
