@@ -32,14 +32,21 @@ public final class ImagePuller: Sendable {
         let gcLock = try state.gcLock(.shared)
         defer { withExtendedLifetime(gcLock) {} }
         let registry = RegistryClient(reference: reference, options: options.registry)
+        // A TOC is fetched within the lazy reads' deadline: a registry that hangs or drips
+        // fails the mount in bounded time instead of holding it (docs/security.md, rule 7).
+        let tocRegistry = lazy.map { lazy in
+            var tocOptions = options.registry
+            tocOptions.limitFetches(to: .seconds(max(1, lazy.fetchTimeoutSeconds)))
+            return RegistryClient(reference: reference, options: tocOptions)
+        }
         // A lazy pull fetches the layers' TOCs while the config comes: a round trip less.
         var tocsAhead: [Int: Pending<LazyLayers.VerifiedTOC>] = [:]
         let image = try StoredImage.fetch(reference, registry: registry, platform: options.platform,
                                           into: state.content) { manifest in
-            guard lazy != nil else { return }
+            guard let tocRegistry else { return }
             for (i, layer) in manifest.layers.enumerated() where LayerTOCReader.format(of: layer) != nil {
                 tocsAhead[i] = Pending.start {
-                    try LayerTOCReader.fetchVerified(layer) { try registry.fetchRange(layer.digest, offset: $0, length: $1) }
+                    try LayerTOCReader.fetchVerified(layer) { try tocRegistry.fetchRange(layer.digest, offset: $0, length: $1) }
                 }
             }
         }
@@ -158,6 +165,9 @@ public final class ImagePuller: Sendable {
                         registryOptions: options.registry, options: lazy, toc: try tocAhead?.wait())
                     progress.set(slot, state: "lazy", done: 0)
                     return key
+                } catch let error as LazyPullError where error.code == .transport {
+                    // The registry did not answer in time: an eager pull would not either.
+                    throw LazyPullError(.transport, "layer \(digest): \(error.message)")
                 } catch {
                     lazy.notice("layer \(digest) cannot be read lazily (\(error)); pulling it")
                 }

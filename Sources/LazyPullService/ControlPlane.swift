@@ -14,8 +14,12 @@ public final class ControlPlane: Sendable {
     public let host: LayerHostClient
     /// Started on demand by the CLI: end (with the layer host) once nothing is mounted.
     let exitWhenIdle: Bool
-    /// Mounts and unmounts run one at a time.
+    /// Unmounts and the decision to end when idle run one at a time; mounts of different
+    /// directories run side by side (a mount that waits for a slow registry does not hold up
+    /// another image's), each registered in ``mounting`` for as long as it runs.
     private let operations = Mutex<Void>(())
+    /// Directories being mounted.
+    private let mounting = Mutex<Set<String>>([])
     private let listener = Mutex<JSONLineListener?>(nil)
 
     /// Prefetch and cache settings of lazy layers (the CLI's flags set timeout and background fetch).
@@ -108,9 +112,15 @@ public final class ControlPlane: Sendable {
             switch request.operation {
             case .mount:
                 guard let mount = request.mount else { throw LazyPullError(.invalidArgument, "mount without arguments") }
-                let image = try operations.withLock { _ in
-                    try self.mount(mount) { notice in try? connection.send(ControlReply(notice: notice)) }
+                try operations.withLock { _ in
+                    try mounting.withLock { targets in
+                        guard targets.insert(mount.target).inserted else {
+                            throw LazyPullError(.busy, "\(mount.target) is being mounted already")
+                        }
+                    }
                 }
+                defer { _ = mounting.withLock { $0.remove(mount.target) } }
+                let image = try self.mount(mount) { notice in try? connection.send(ControlReply(notice: notice)) }
                 reply = ControlReply(done: true, image: image)
             case .umount:
                 guard let target = request.target else { throw LazyPullError(.invalidArgument, "umount without a directory") }
@@ -140,7 +150,7 @@ public final class ControlPlane: Sendable {
     /// When started on demand and nothing is mounted any more: stop taking requests, so the
     /// next client starts a new control plane, and say the process should end.
     func stopListeningIfIdle() throws -> Bool {
-        guard exitWhenIdle, try isIdle() else { return false }
+        guard exitWhenIdle, mounting.withLock({ $0.isEmpty }), try isIdle() else { return false }
         listener.withLock { $0?.stopListening() }
         return true
     }

@@ -166,3 +166,49 @@ struct LazySlowRegistryTests {
         front.stop()
     }
 }
+
+@Suite("A slow registry holds up only its own mount", .serialized)
+struct SlowTOCTests {
+    @Test("a dripping TOC fails its mount within 2× --fetch-timeout while a good image mounts meanwhile")
+    func drippingTOC() throws {
+        let tmp = try TemporaryDirectory("slowtoc")
+        let registry = try TestRegistry(in: tmp.path)
+        try run(["make-busybox-image.sh", registry.host, "good:v1"])
+        try run(["make-small-image.sh", registry.host, "slow:v1", "1"])
+        let root = tmp.path + "/root"
+        for name in ["good", "slow"] {
+            try lazypull(["convert", "--estargz", "\(registry.host)/\(name):v1", "\(registry.host)/\(name):esgz"], root: root)
+        }
+        // Ranged reads (the TOC) drip at 2 bytes/s through the proxy; the config comes at once.
+        let port = freePort()
+        let proxy = try faultProxy(port: port, upstream: registry.host, log: tmp.path + "/proxy.log", in: tmp.path,
+                                   ["--drip-rate", "2", "--only-ranged"])
+        defer { proxy.stop() }
+        let timeout = 5
+        let slowMount = tmp.path + "/slow", goodMount = tmp.path + "/good"
+        let slowStarted = ContinuousClock.now
+        let slow = try spawn([Paths.lazypull, "mount", "--root", root, "--quiet", "--fetch-timeout", String(timeout),
+                              "127.0.0.1:\(port)/slow:esgz", slowMount],
+                             stdout: tmp.path + "/slow.out", stderr: tmp.path + "/slow.err")
+        var slowStatus: Int32?
+        defer { if slowStatus == nil { kill(slow, SIGKILL); _ = waitForExit(slow) } }
+        // Wait until the slow mount is fetching its TOC, then mount the good image beside it.
+        for _ in 0..<200 where !logLines(tmp.path + "/proxy.log").contains(where: { ($0["range"] as? String) != nil }) {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        try lazypull(["mount", "--quiet", "--no-background-fetch", "\(registry.host)/good:esgz", goodMount], root: root)
+        defer { _ = try? lazypull(["umount", goodMount], root: root, check: false) }
+        var status: Int32 = 0
+        let slowStillRunning = waitpid(slow, &status, WNOHANG) == 0
+        #expect(slowStillRunning, "the good mount waited for the slow one")
+        #expect(try String(contentsOfFile: goodMount + "/hello.txt", encoding: .utf8) == "hello from lazypull\n")
+
+        slowStatus = slowStillRunning ? waitForExit(slow) : (status >> 8) & 0xff
+        let elapsed = ContinuousClock.now - slowStarted
+        let stderr = (try? String(contentsOfFile: tmp.path + "/slow.err", encoding: .utf8)) ?? ""
+        #expect(slowStatus != 0, "the slow mount succeeded")
+        #expect(stderr.split(separator: "\n").count == 1 && stderr.hasPrefix("lazypull: error: "), "\(stderr)")
+        #expect(elapsed < .seconds(2 * timeout), "the slow mount took \(elapsed) with --fetch-timeout \(timeout)")
+        #expect(!isMounted(slowMount))
+    }
+}

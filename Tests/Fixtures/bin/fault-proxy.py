@@ -11,7 +11,7 @@ Usage:
                  [--drop-after-bytes N --drop-count K [--drop-rst]]
                  [--ignore-range] [--flip-byte [--flip-count K]]
                  [--redirect-to URL] [--drip-rate N] [--hang]
-                 [--content-range VALUE]
+                 [--content-range VALUE] [--only-ranged]
 
 Main listener: 127.0.0.1:PORT.  Every request (method, path, query, headers
 incl. Authorization, body; chunked request bodies are de-chunked) is forwarded
@@ -70,6 +70,10 @@ the bytes.
 --hang
     Blob GETs are read and never answered; the connection stays open until
     the client closes it.
+
+--only-ranged
+    Faults apply only to blob GETs that carry a Range header (TOC and chunk
+    reads), not to whole-blob GETs (configs, eager downloads).
 
 Fault order for one blob GET: redirect-to and hang first, then fail-status,
 then drop, then drip, then flip.
@@ -389,6 +393,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         is_blob = m is not None and "/blobs/uploads" not in url.path
         redirect = is_blob and a.redirect_port and self.command in ("GET", "HEAD")
         fault_ok = is_blob and self.command == "GET" and not a.redirect_port
+        if a.only_ranged and not self.headers.get("Range"):
+            fault_ok = False
         if fault_ok and a.redirect_to:
             self.entry["fault"] = "redirect-to"
             self.send_simple(307, b"", [("Location", a.redirect_to)])
@@ -478,6 +484,7 @@ def main():
     ap.add_argument("--redirect-to")
     ap.add_argument("--drip-rate", type=float)
     ap.add_argument("--hang", action="store_true")
+    ap.add_argument("--only-ranged", action="store_true")
     ap.add_argument("--content-range")
     args = ap.parse_args()
     if not args.upstream.startswith("http://"):
