@@ -183,9 +183,12 @@ public final class LayerUnpacker {
             try setMetadata(fd: fd, entry: entry, display: display)
         case .symlink:
             // The target is stored as is (it resolves inside the container), but is bytes too.
-            guard !entry.linkName.isEmpty, !entry.linkName.utf8.contains(0) else {
+            guard !entry.linkName.utf8.contains(0) else {
                 throw LazyPullError(.hostileLayer, "layer entry \"\(display)\" is a symlink to "
-                                    + "\(Self.quoted(entry.linkName)), empty or with a NUL byte")
+                                    + "\(Self.quoted(entry.linkName)), which has a NUL byte")
+            }
+            guard !entry.linkName.isEmpty else {
+                throw LazyPullError(.invalidLayer, "layer entry \"\(display)\" is a symlink with an empty target")
             }
             if symlinkat(entry.linkName, parent, base) != 0 {
                 guard errno == EEXIST else {
