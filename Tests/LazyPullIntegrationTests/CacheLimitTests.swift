@@ -3,8 +3,11 @@ import Testing
 
 /// `cache.max_bytes`: a soft limit of the cached layer data.
 struct CacheLimitTests {
-    @Test("past the cache limit background fetches stop and reads still work; unused layers' data is evicted")
-    func cacheLimit() throws {
+    /// The configuration reaches the control plane `mount` starts both ways: `$LAZYPULL_CONFIG`
+    /// in its environment, and `--config FILE`, passed on to it.
+    @Test("past the cache limit background fetches stop and reads still work; unused layers' data is evicted",
+          arguments: ["environment", "--config"])
+    func cacheLimit(configGivenBy: String) throws {
         let tmp = try TemporaryDirectory("cachelimit")
         let registry = try TestRegistry(in: tmp.path)
         let made = try run(["make-small-image.sh", registry.host, "small:v1", "8"]).stdout
@@ -14,9 +17,10 @@ struct CacheLimitTests {
         let limit = 2 << 20
         let config = tmp.path + "/config.toml"
         try "[cache]\nmax_bytes = \(limit)\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let environment = ["LAZYPULL_CONFIG": config]
+        let environment = configGivenBy == "environment" ? ["LAZYPULL_CONFIG": config] : [:]
+        let flag = configGivenBy == "environment" ? [] : ["--config", config]
         let mnt = tmp.path + "/mnt"
-        try lazypull(["mount", "\(registry.host)/small:esgz", mnt], root: root, environment: environment)
+        try lazypull(["mount"] + flag + ["\(registry.host)/small:esgz", mnt], root: root, environment: environment)
         defer { _ = try? lazypull(["umount", mnt], root: root, check: false) }
 
         var states: [String] = []
@@ -36,7 +40,7 @@ struct CacheLimitTests {
         #expect(cacheBytes(root) > 8 << 20)
 
         // Unmounted, the layers are not in use: their data goes until the cache fits.
-        try lazypull(["umount", mnt], root: root, environment: environment)
+        try lazypull(["umount"] + flag + [mnt], root: root, environment: environment)
         #expect(cacheBytes(root) <= limit)
     }
 

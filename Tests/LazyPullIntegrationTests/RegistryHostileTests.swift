@@ -139,8 +139,8 @@ struct RegistryHostileTests {
 /// 2× `--fetch-timeout` (issue 13 acceptance 4 and 6), the mount stays up.
 @Suite("Lazy reads against a slow registry", .serialized)
 struct LazySlowRegistryTests {
-    @Test("a dripping 206 or a hanging registry fails the read with EIO within 2× --fetch-timeout",
-          arguments: [["--drip-rate", "2"], ["--hang"]])
+    @Test("a dripping 206, a hanging or a refusing registry fails the read with EIO within 2× --fetch-timeout",
+          arguments: [["--drip-rate", "2"], ["--hang"], ["--fail-status", "503", "--fail-count", "1000"]])
     func slowRead(fault: [String]) throws {
         let tmp = try TemporaryDirectory("lazyslow")
         let registry = try TestRegistry(in: tmp.path)
