@@ -20,6 +20,9 @@ public struct EStargzWriter {
 
     public static let landmarkContents: [UInt8] = [0x0f]
 
+    /// Bytes of an entry read at a time while converting.
+    static let readPiece: Int64 = 1 << 20
+
     /// Reads the tar `source`, writes the eStargz blob to `fd`.
     public static func convert(_ source: ByteSource, prefetch: [String], chunkSize: Int64 = 4 << 20,
                                to fd: Int32) throws -> Output {
@@ -27,12 +30,20 @@ public struct EStargzWriter {
         let tar = TarReader(source)
         var entries: [(TarEntry, [UInt8])] = []
         while let entry = try tar.next() {
-            var content = [UInt8](repeating: 0, count: entry.type == .regular ? Int(entry.size) : 0)
-            var filled = 0
-            while filled < content.count {
-                let n = try content.withUnsafeMutableBytes { try tar.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
-                guard n > 0 else { throw LazyPullError(.invalidLayer, "tar entry \(entry.name) is truncated") }
-                filled += n
+            // The header's size is a claim: memory grows with the bytes that arrive, never
+            // with the size a hostile header names (0 ≤ size, checked by the reader).
+            var content: [UInt8] = []
+            if entry.type == .regular {
+                content.reserveCapacity(Int(min(entry.size, Self.readPiece)))
+                var piece = [UInt8](repeating: 0, count: Int(Self.readPiece))
+                var left = entry.size
+                while left > 0 {
+                    let want = Int(min(left, Self.readPiece))
+                    let n = try piece.withUnsafeMutableBytes { try tar.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<want])) }
+                    guard n > 0 else { throw LazyPullError(.invalidLayer, "tar entry \(entry.name) is truncated") }
+                    content.append(contentsOf: piece[..<n])
+                    left -= Int64(n)
+                }
             }
             entries.append((entry, content))
         }

@@ -41,6 +41,16 @@ public struct ContentRange: Equatable, Sendable {
         self.last = last
     }
 
+    /// The complete length in a 416's `Content-Range: bytes */complete` (RFC 9110 §14.4),
+    /// or nil when the header is not of that form.
+    public static func unsatisfiedLength(parsing header: String) -> Int64? {
+        var text = Substring(header)
+        while text.first == " " || text.first == "\t" { text.removeFirst() }
+        while text.last == " " || text.last == "\t" { text.removeLast() }
+        guard text.hasPrefix("bytes */") else { return nil }
+        return number(text.dropFirst(8))
+    }
+
     /// A non-negative decimal of 1 to ``maxDigits`` ASCII digits.
     static func number(_ text: Substring) -> Int64? {
         guard (1...maxDigits).contains(text.utf8.count), text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {

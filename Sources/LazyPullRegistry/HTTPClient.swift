@@ -257,13 +257,17 @@ public final class HTTPClient: Sendable {
         }
         lp_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, nil)
         if let thrown = transfer.thrown { throw thrown }
-        guard code == CURLE_OK || (code == CURLE_WRITE_ERROR && transfer.errorBodyCut) else {
+        // A complete 4xx or 5xx head is the answer even when its body then breaks off (a
+        // server that announces one length and sends another): the body only words the error.
+        let answered = transfer.headDone && transfer.status >= 400
+        guard code == CURLE_OK || (code == CURLE_WRITE_ERROR && transfer.errorBodyCut) || answered else {
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             throw LazyPullError(.transport, "\(request.method) \(request.url): \(text)")
         }
         var status = 0
         lp_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        if answered { status = transfer.status }
         return HTTPResponse(status: status, headers: transfer.headers, errorBody: transfer.errorBody, url: request.url)
     }
 }
@@ -274,6 +278,8 @@ private final class Transfer {
     let onHead: (Int, [(String, String)]) throws -> Void
     var status = 0
     var headers: [(String, String)] = []
+    /// The final header block (status 200 or more) ended.
+    var headDone = false
     var errorBody: [UInt8] = []
     var thrown: Error?
     /// Header bytes received so far, over every header block of the transfer.
@@ -301,12 +307,14 @@ private final class Transfer {
         if text.isEmpty {
             // End of a header block; 1xx blocks are followed by the real one.
             guard status >= 200 else { return true }
+            headDone = true
             do { try onHead(status, headers) } catch { thrown = error; return false }
             return true
         }
         if text.hasPrefix("HTTP/") {
             // A new status line (after 100 Continue, or an HTTP/2 response) starts a new header block.
             headers = []
+            headDone = false
             let parts = text.split(separator: " ")
             status = parts.count > 1 && parts[1].utf8.count == 3 ? Int(parts[1]) ?? 0 : 0
             return true

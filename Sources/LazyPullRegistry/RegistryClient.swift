@@ -488,6 +488,11 @@ public final class RegistryClient: Sendable {
             return LazyPullError(.unauthorized, "\(what) at \(host): access denied, HTTP \(response.status)\(suffix)")
         case 404:
             return LazyPullError(.notFound, "\(what) not found at \(host): HTTP 404\(suffix)")
+        case 416:
+            // RFC 9110 §15.5.17: "bytes */complete-length" names the size the server has.
+            let size = response.header("content-range").flatMap(ContentRange.unsatisfiedLength(parsing:))
+            let has = size.map { ", the blob has \($0) bytes" } ?? ""
+            return LazyPullError(.registry, "\(what) at \(host): HTTP 416, the range lies past the blob's end\(has)")
         default:
             return LazyPullError(.registry, "\(what) at \(host): HTTP \(response.status)\(suffix)")
         }

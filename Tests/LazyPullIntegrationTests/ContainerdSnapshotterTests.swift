@@ -58,6 +58,13 @@ struct ContainerdSnapshotterTests {
                                          readyFile: socket, log: log)
         }
 
+        /// The end of the layer host's log and the control plane's, for a failure's message.
+        var hostLog: String {
+            [root + "/run/fuse-host.log", tmp.path + "/serve.log"].map {
+                ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").suffix(3000) + "\n"
+            }.joined(separator: "--\n")
+        }
+
         /// Bytes of blobs the registry served through the proxy.
         var blobBytesServed: Int {
             logLines(proxyLog).filter { ($0["path"] as? String)?.contains("/blobs/") ?? false }
@@ -80,7 +87,7 @@ struct ContainerdSnapshotterTests {
         try setup.containerd.ctr(["images", "rpull", "--plain-http", "--snapshotter", "lazypull", lazyRef], tool: "ctr-remote")
         let out = try setup.containerd.ctr(["run", "--rm", "--snapshotter", "lazypull", lazyRef, "lazypull-lazy1-\(getpid())", "cat", "/hello.txt"])
         #expect(out.stdout == "hello from lazypull\n")
-        #expect(fuseMounts(under: setup.root) == 2, "both layers are FUSE mounts")
+        #expect(fuseMounts(under: setup.root) == 2, "both layers are FUSE mounts; the layer host's log:\n\(setup.hostLog)")
         let served = setup.blobBytesServed
         let size = try setup.layerBytes("esgz")
         #expect(served < size / 2, "registry served \(served) of \(size) bytes")

@@ -35,8 +35,10 @@ struct LazyFaultTests {
         #expect(down.status == 1 && down.stderr.contains("Input/output error"), "\(down)")
         #expect(isMounted(mnt))
 
-        // Registry back: the same read succeeds without remounting.
+        // Registry back: the same read succeeds without remounting. A chunk whose fetch just
+        // failed fails its readers at once for LayerDataCache.failureMemory (1 s): wait it out.
         front = try proxy(port, upstream: registry.host, in: tmp.path)
+        Thread.sleep(forTimeInterval: 1.5)
         #expect(try cat(mnt + "/hello.txt").stdout == "hello from lazypull\n")
         front.stop()
 
@@ -51,6 +53,7 @@ struct LazyFaultTests {
 
         // A server that ignores Range (answers 200 with the whole blob): correct data.
         front = try proxy(port, upstream: registry.host, in: tmp.path, ["--ignore-range"])
+        Thread.sleep(forTimeInterval: 1.5)   // past the failure memory of data.bin's chunks
         let sum = try run(["sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
         #expect(sum != nil && sum == dataSHA)
         front.stop()
@@ -93,8 +96,10 @@ struct LazyFaultTests {
         try lazypull(["mount", "--no-background-fetch", "--fetch-timeout", "3", ref, mnt], root: root)
         let away = try cat(mnt + "/data.bin")
         #expect(away.status != 0 && away.stderr.contains("Input/output error"), "\(away)")
-        // The registry back: the same read gets the right bytes.
+        // The registry back: the same read gets the right bytes (after the second for which a
+        // chunk's failed fetch fails its next readers at once, LayerDataCache.failureMemory).
         front = try proxy(port, upstream: registry.host, in: tmp.path)
+        Thread.sleep(forTimeInterval: 1.5)
         let sum = try run(["timeout", "120", "sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
         #expect(sum != nil && sum == dataSHA)
         front.stop()

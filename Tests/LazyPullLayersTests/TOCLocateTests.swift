@@ -110,6 +110,21 @@ struct TOCLocateTests {
         #expect(located.toc.entries.contains { $0.name == "dir49/file49" })
     }
 
+    /// `convert --estargz` of a tar whose header claims a terabyte and ends after a few bytes:
+    /// a one-line error, no terabyte allocated (memory follows the bytes that arrive).
+    @Test func convertRefusesAHeaderThatClaimsMoreThanArrives() throws {
+        var t = TarBuilder()
+        t.bytes += TarBuilder.header(name: "huge", type: UInt8(ascii: "0"), size: 1 << 40)
+        t.bytes += [UInt8](repeating: 7, count: 4096)
+        let path = NSTemporaryDirectory() + "/lazypull-toc-\(UUID().uuidString)"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        try #require(fd >= 0)
+        defer { close(fd); unlink(path) }
+        #expect(performing: {
+            _ = try EStargzWriter.convert(BytesSource(t.bytes, step: 4096), prefetch: [], to: fd)
+        }, throws: { isRefusal($0, [.invalidLayer]) })
+    }
+
     // MARK: zstd:chunked position
 
     /// Positions that must be refused before any fetch, against each layer size.

@@ -53,6 +53,16 @@ struct ContentRangeTests {
             #expect(parsed == nil, "\(header)")
         }
     }
+
+    /// A 416's `bytes */complete`: the size the server has, for the error message.
+    @Test(arguments: [
+        ("bytes */512", 512), (" bytes */0 ", 0), ("bytes */999999999999999999", 999_999_999_999_999_999),
+        ("bytes */-1", nil), ("bytes */9223372036854775808", nil), ("bytes */", nil), ("bytes 0-1/2", nil),
+        ("bytes */*", nil), ("", nil),
+    ] as [(String, Int64?)])
+    func unsatisfied(header: String, size: Int64?) {
+        #expect(ContentRange.unsatisfiedLength(parsing: header) == size, "\(header)")
+    }
 }
 
 extension ContentRange {
