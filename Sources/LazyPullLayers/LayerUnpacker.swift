@@ -107,6 +107,11 @@ public final class LayerUnpacker {
     /// 200 characters.
     static func quoted(_ text: String) -> String { TarReader.quoted(text) }
 
+    /// A NUL-terminated directory entry name as text (invalid UTF-8 repaired), for messages.
+    static func text(ofCName name: [CChar]) -> String {
+        String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// `text` with control characters escaped, for a path in a one-line message.
     static func printable(_ text: String) -> String {
         guard text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { return text }
@@ -292,7 +297,7 @@ public final class LayerUnpacker {
                 if child < 0 {
                     let e = errno
                     if e == ENOENT { continue }
-                    throw LazyPullError.io("cannot open", path: printable(String(cString: sub)), errno: e)
+                    throw LazyPullError.io("cannot open", path: printable(Self.text(ofCName: sub)), errno: e)
                 }
                 levels.append(Level(name: sub, parentDevice: here.st_dev, parentInode: here.st_ino, parentPending: pending))
                 close(current)
@@ -305,12 +310,12 @@ public final class LayerUnpacker {
                 var st = stat()
                 guard fstat(parent, &st) == 0, st.st_dev == level.parentDevice, st.st_ino == level.parentInode else {
                     close(parent)
-                    throw LazyPullError(.io, "directory \(quoted(String(cString: level.name))) moved while it was being removed")
+                    throw LazyPullError(.io, "directory \(quoted(Self.text(ofCName: level.name))) moved while it was being removed")
                 }
                 close(current)
                 current = parent
                 guard unlinkat(current, level.name, AT_REMOVEDIR) == 0 || errno == ENOENT else {
-                    throw LazyPullError.io("cannot remove", path: printable(String(cString: level.name)), errno: errno)
+                    throw LazyPullError.io("cannot remove", path: printable(Self.text(ofCName: level.name)), errno: errno)
                 }
                 pending = level.parentPending
             }
@@ -345,7 +350,7 @@ public final class LayerUnpacker {
             if isDirectory {
                 directories.append(name)
             } else if unlinkat(fd, name, 0) != 0 && errno != ENOENT {
-                throw LazyPullError.io("cannot remove", path: printable(String(cString: name)), errno: errno)
+                throw LazyPullError.io("cannot remove", path: printable(Self.text(ofCName: name)), errno: errno)
             }
         }
         return directories
