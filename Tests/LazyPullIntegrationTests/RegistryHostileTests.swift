@@ -161,7 +161,9 @@ struct LazySlowRegistryTests {
         let read = try run(["timeout", "120", "cat", mnt + "/data.bin"], check: false)
         let elapsed = ContinuousClock.now - started
         #expect(read.status == 1 && read.stderr.contains("Input/output error"), "\(read.status) \(read.stderr)")
+        // The issue's bound (a read must end, docs/security.md rule 7), not a speed target.
         #expect(elapsed < .seconds(2 * timeout), "read took \(elapsed) with --fetch-timeout \(timeout)")
+        print("lazy read, registry \(fault.joined(separator: " ")): EIO after \(elapsed) with --fetch-timeout \(timeout)")
         #expect(isMounted(mnt))
         front.stop()
     }
@@ -209,6 +211,7 @@ struct SlowTOCTests {
         #expect(slowStatus != 0, "the slow mount succeeded")
         #expect(stderr.split(separator: "\n").count == 1 && stderr.hasPrefix("lazypull: error: "), "\(stderr)")
         #expect(elapsed < .seconds(2 * timeout), "the slow mount took \(elapsed) with --fetch-timeout \(timeout)")
+        print("dripping TOC: the mount failed after \(elapsed) with --fetch-timeout \(timeout); the good image mounted meanwhile")
         #expect(!isMounted(slowMount))
     }
 }
