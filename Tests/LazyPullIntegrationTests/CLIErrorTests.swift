@@ -37,30 +37,32 @@ struct CLIErrorTests {
              status: 2, mentions: "cache.max_bytes"),
     ]
 
-    /// One registry and image for the whole table.
-    final class Fixture: @unchecked Sendable {
+    /// A directory of files for one case, and a registry with an image when the case names
+    /// one (`REF`). Made per case, so that each test stops what it started.
+    final class Fixture {
         let tmp: TemporaryDirectory
-        let registry: TestRegistry
-        init() throws {
+        let registry: TestRegistry?
+        init(registry needed: Bool) throws {
             tmp = try TemporaryDirectory("cli-errors")
-            registry = try TestRegistry(in: tmp.path)
-            try run(["make-busybox-image.sh", registry.host, "busybox:v1"])
+            registry = needed ? try TestRegistry(in: tmp.path) : nil
+            if let registry { try run(["make-busybox-image.sh", registry.host, "busybox:v1"]) }
             try "this is = = not toml [".write(toFile: tmp.path + "/file", atomically: true, encoding: .utf8)
             try "[cache]\nmax_bytes = \"lots\"\n".write(toFile: tmp.path + "/badtype.toml", atomically: true, encoding: .utf8)
         }
+        /// An image in the registry, or a well-formed reference nothing answers for.
+        var reference: String { "\(registry?.host ?? "127.0.0.1:1")/busybox:v1" }
     }
-    static let fixture = Result { try Fixture() }
 
     @Test("each mistake is one line with the documented exit status", arguments: cases)
     func table(_ c: Case) throws {
-        let fixture = try Self.fixture.get()
+        let fixture = try Fixture(registry: ["platform the image lacks", "mount directory under a regular file"].contains(c.name))
         let tmp = fixture.tmp.path
         let arguments = c.arguments.map {
             $0.replacingOccurrences(of: "ROOT", with: tmp + "/root-" + c.name.replacingOccurrences(of: " ", with: "-"))
                 .replacingOccurrences(of: "BADTYPE", with: tmp + "/badtype.toml")
                 .replacingOccurrences(of: "FILE", with: tmp + "/file")
                 .replacingOccurrences(of: "DIR", with: tmp)
-                .replacingOccurrences(of: "REF", with: "\(fixture.registry.host)/busybox:v1")
+                .replacingOccurrences(of: "REF", with: fixture.reference)
         }
         let result = try run([Paths.lazypull] + arguments, check: false)
         #expect(result.status == c.status, "\(c.name): exit \(result.status), stderr: \(result.stderr)")
@@ -75,13 +77,13 @@ struct CLIErrorTests {
     @Test("a read-only state root is a one-line error for mount, images, prune and status",
           arguments: [["images"], ["prune"], ["status"], ["mount", "REF", "DIR"]])
     func readOnlyRoot(_ command: [String]) throws {
-        let fixture = try Self.fixture.get()
+        let fixture = try Fixture(registry: command.contains("REF"))
         let root = fixture.tmp.path + "/ro-root-\(command[0])"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         try run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", root])
         defer { umount2(root, Int32(MNT_DETACH)) }
         let arguments = command.map {
-            $0.replacingOccurrences(of: "REF", with: "\(fixture.registry.host)/busybox:v1")
+            $0.replacingOccurrences(of: "REF", with: fixture.reference)
                 .replacingOccurrences(of: "DIR", with: fixture.tmp.path + "/ro-mnt")
         }
         let result = try lazypull(arguments, root: root, check: false)
