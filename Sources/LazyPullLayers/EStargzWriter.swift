@@ -20,9 +20,6 @@ public struct EStargzWriter {
 
     public static let landmarkContents: [UInt8] = [0x0f]
 
-    /// Bytes of an entry read at a time while converting.
-    static let readPiece: Int64 = 1 << 20
-
     /// Reads the tar `source`, writes the eStargz blob to `fd`.
     public static func convert(_ source: ByteSource, prefetch: [String], chunkSize: Int64 = 4 << 20,
                                to fd: Int32) throws -> Output {
@@ -30,22 +27,7 @@ public struct EStargzWriter {
         let tar = TarReader(source)
         var entries: [(TarEntry, [UInt8])] = []
         while let entry = try tar.next() {
-            // The header's size is a claim: memory grows with the bytes that arrive, never
-            // with the size a hostile header names (0 ≤ size, checked by the reader).
-            var content: [UInt8] = []
-            if entry.type == .regular {
-                content.reserveCapacity(Int(min(entry.size, Self.readPiece)))
-                var piece = [UInt8](repeating: 0, count: Int(Self.readPiece))
-                var left = entry.size
-                while left > 0 {
-                    let want = Int(min(left, Self.readPiece))
-                    let n = try piece.withUnsafeMutableBytes { try tar.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<want])) }
-                    guard n > 0 else { throw LazyPullError(.invalidLayer, "tar entry \(entry.name) is truncated") }
-                    content.append(contentsOf: piece[..<n])
-                    left -= Int64(n)
-                }
-            }
-            entries.append((entry, content))
+            entries.append((entry, entry.type == .regular ? try tar.readRemainingContent() : []))
         }
         let wanted = Set(try prefetch.map { try LayerUnpacker.components(of: $0.hasPrefix("/") ? String($0.dropFirst()) : $0, entry: $0).joined(separator: "/") })
         var ordered: [(TarEntry, [UInt8])] = []

@@ -218,13 +218,7 @@ public enum LayerTOCReader {
         while let entry = try tar.next() {
             guard entry.name == tocTarName, entry.type == .regular else { continue }
             guard entry.size <= maxTOCSize else { throw LazyPullError(.invalidLayer, "layer \(layer.digest): TOC too large") }
-            var json = [UInt8](repeating: 0, count: Int(entry.size))   // 0 ≤ size ≤ 64 MiB
-            var filled = 0
-            while filled < json.count {
-                let n = try json.withUnsafeMutableBytes { try tar.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
-                guard n > 0 else { throw LazyPullError(.invalidLayer, "layer \(layer.digest): eStargz TOC ends early") }
-                filled += n
-            }
+            let json = try tar.readRemainingContent()
             let expected = try Digest(parsing: layer.annotations?[tocDigestAnnotation] ?? "")
             try expected.verify(Digest.sha256(of: json), what: "table of contents of layer \(layer.digest)")
             return (json, tocOffset)

@@ -153,6 +153,23 @@ public final class TarReader {
         return n
     }
 
+    /// The rest of the current entry's content, in memory. Memory grows with the bytes that
+    /// arrive (at most ``contentPiece`` at a time), never with the size a hostile header claims;
+    /// a stream that ends early is the error of ``readContent(into:)``.
+    public func readRemainingContent() throws -> [UInt8] {
+        var content: [UInt8] = []
+        while remaining > 0 {
+            let start = content.count
+            content.append(contentsOf: repeatElement(0, count: Int(min(remaining, Self.contentPiece))))
+            let n = try content.withUnsafeMutableBytes { try readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
+            content.removeLast(content.count - start - n)
+        }
+        return content
+    }
+
+    /// Bytes ``readRemainingContent()`` adds to its buffer at a time.
+    static let contentPiece: Int64 = 1 << 20
+
     private func makeEntry(typeflag: UInt8, size: Int64, pax: [String: [UInt8]],
                            longName: String?, longLink: String?) throws -> TarEntry {
         let type: TarEntryType

@@ -21,9 +21,7 @@ public struct ContentRange: Equatable, Sendable {
     static let maxDigits = 18
 
     public init?(parsing header: String) {
-        var text = Substring(header)
-        while text.first == " " || text.first == "\t" { text.removeFirst() }
-        while text.last == " " || text.last == "\t" { text.removeLast() }
+        var text = Self.trimmed(header)
         guard text.hasPrefix("bytes ") else { return nil }
         text = text.dropFirst(6)
         guard let slash = text.firstIndex(of: "/"), let dash = text[..<slash].firstIndex(of: "-") else { return nil }
@@ -44,11 +42,17 @@ public struct ContentRange: Equatable, Sendable {
     /// The complete length in a 416's `Content-Range: bytes */complete` (RFC 9110 §14.4),
     /// or nil when the header is not of that form.
     public static func unsatisfiedLength(parsing header: String) -> Int64? {
+        let text = trimmed(header)
+        guard text.hasPrefix("bytes */") else { return nil }
+        return number(text.dropFirst(8))
+    }
+
+    /// The header value without the optional whitespace around it (RFC 9110 §5.5).
+    static func trimmed(_ header: String) -> Substring {
         var text = Substring(header)
         while text.first == " " || text.first == "\t" { text.removeFirst() }
         while text.last == " " || text.last == "\t" { text.removeLast() }
-        guard text.hasPrefix("bytes */") else { return nil }
-        return number(text.dropFirst(8))
+        return text
     }
 
     /// A non-negative decimal of 1 to ``maxDigits`` ASCII digits.

@@ -257,10 +257,11 @@ public final class HTTPClient: Sendable {
         }
         lp_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, nil)
         if let thrown = transfer.thrown { throw thrown }
-        // A complete 4xx or 5xx head is the answer even when its body then breaks off (a
-        // server that announces one length and sends another): the body only words the error.
-        let answered = transfer.headDone && transfer.status >= 400
-        guard code == CURLE_OK || (code == CURLE_WRITE_ERROR && transfer.errorBodyCut) || answered else {
+        // A complete non-2xx head is the answer even when its body then ends early: cut by us
+        // at ``Transfer/maxErrorBody``, or by a server that announced one length and sent
+        // another. Its body only words the error (or carries nothing a redirect needs).
+        let answered = transfer.headDone && !(200..<300).contains(transfer.status)
+        guard code == CURLE_OK || answered else {
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             throw LazyPullError(.transport, "\(request.method) \(request.url): \(text)")
@@ -326,9 +327,6 @@ private final class Transfer {
         return true
     }
 
-    /// The body of a non-2xx answer ended once ``maxErrorBody`` bytes were kept.
-    var errorBodyCut = false
-
     /// Bytes of a non-2xx body kept (for the registry's error message); the transfer ends
     /// there, so an endless error or redirect body costs nothing more.
     static let maxErrorBody = 64 << 10
@@ -338,7 +336,7 @@ private final class Transfer {
             do { try sink(chunk) } catch { thrown = error; return false }
         } else {
             errorBody.append(contentsOf: chunk.prefix(max(0, Self.maxErrorBody - errorBody.count)))
-            if errorBody.count >= Self.maxErrorBody { errorBodyCut = true; return false }
+            if errorBody.count >= Self.maxErrorBody { return false }
         }
         return true
     }

@@ -14,6 +14,9 @@ struct HostileImageTests {
     enum Outcome: Sendable {
         case mounts
         case fails(String)
+        /// The lazy read is refused with a notice naming `notice`, and the eager pull it falls
+        /// back to fails with an error naming `error`.
+        case fallsBackThenFails(notice: String, error: String)
     }
 
     static let cases: [(tag: String, outcome: Outcome)] = [
@@ -22,7 +25,7 @@ struct HostileImageTests {
         ("inner-offset-neg", .mounts), ("chunk-size-2-44", .mounts), ("offset-past-toc", .mounts),
         ("nul-name", .mounts), ("dotdot-name", .mounts), ("deep-path", .mounts), ("duplicates", .mounts),
         ("many-entries", .mounts), ("huge-file", .mounts), ("elf-phoff", .mounts),
-        ("footer-negative", .fails("9223372036854775807")), ("zstd-position-max", .fails("zstd")),
+        ("footer-negative", .fallsBackThenFails(notice: "HTTP 416, the range lies past the blob's end", error: "9223372036854775807")), ("zstd-position-max", .fails("zstd")),
         ("layer-sizes-past-max", .fails("layer sizes add up")),
     ]
 
@@ -67,6 +70,10 @@ struct HostileImageTests {
             case .fails(let text):
                 #expect(!result.succeeded, "\(tag) mounted")
                 #expect(lines.last.map { $0.hasPrefix("lazypull: error: ") && $0.contains(text) } == true, "\(tag): \(result.stderr)")
+            case .fallsBackThenFails(let notice, let error):
+                #expect(!result.succeeded, "\(tag) mounted")
+                #expect(lines.first.map { $0.hasPrefix("lazypull: notice: ") && $0.contains(notice) } == true, "\(tag): \(result.stderr)")
+                #expect(lines.last.map { $0.hasPrefix("lazypull: error: ") && $0.contains(error) } == true, "\(tag): \(result.stderr)")
             }
             // The layer host and the control plane are the same processes after every image.
             #expect(processes(root: root, command: "fuse-host") == host, "\(tag): layer host \(host) gone")

@@ -9,6 +9,11 @@ struct LazyFaultTests {
         try faultProxy(port: port, upstream: upstream, log: dir + "/proxy.log", in: dir, faults)
     }
 
+    /// A chunk whose fetch just failed fails its next readers at once for
+    /// `LayerDataCache.failureMemory` (1 s): a read meant to reach the registry again waits
+    /// that out first.
+    func waitOutFailureMemory() { Thread.sleep(forTimeInterval: 1.5) }
+
     /// `cat` in a child with a hang guard: a read through the mount must end by itself.
     func cat(_ path: String) throws -> CommandResult {
         try run(["timeout", "120", "cat", path], check: false)
@@ -35,10 +40,9 @@ struct LazyFaultTests {
         #expect(down.status == 1 && down.stderr.contains("Input/output error"), "\(down)")
         #expect(isMounted(mnt))
 
-        // Registry back: the same read succeeds without remounting. A chunk whose fetch just
-        // failed fails its readers at once for LayerDataCache.failureMemory (1 s): wait it out.
+        // Registry back: the same read succeeds without remounting.
         front = try proxy(port, upstream: registry.host, in: tmp.path)
-        Thread.sleep(forTimeInterval: 1.5)
+        waitOutFailureMemory()
         #expect(try cat(mnt + "/hello.txt").stdout == "hello from lazypull\n")
         front.stop()
 
@@ -53,7 +57,7 @@ struct LazyFaultTests {
 
         // A server that ignores Range (answers 200 with the whole blob): correct data.
         front = try proxy(port, upstream: registry.host, in: tmp.path, ["--ignore-range"])
-        Thread.sleep(forTimeInterval: 1.5)   // past the failure memory of data.bin's chunks
+        waitOutFailureMemory()
         let sum = try run(["sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
         #expect(sum != nil && sum == dataSHA)
         front.stop()
@@ -96,10 +100,9 @@ struct LazyFaultTests {
         try lazypull(["mount", "--no-background-fetch", "--fetch-timeout", "3", ref, mnt], root: root)
         let away = try cat(mnt + "/data.bin")
         #expect(away.status != 0 && away.stderr.contains("Input/output error"), "\(away)")
-        // The registry back: the same read gets the right bytes (after the second for which a
-        // chunk's failed fetch fails its next readers at once, LayerDataCache.failureMemory).
+        // The registry back: the same read gets the right bytes.
         front = try proxy(port, upstream: registry.host, in: tmp.path)
-        Thread.sleep(forTimeInterval: 1.5)
+        waitOutFailureMemory()
         let sum = try run(["timeout", "120", "sha256sum", mnt + "/data.bin"]).stdout.split(separator: " ").first.map(String.init)
         #expect(sum != nil && sum == dataSHA)
         front.stop()
